@@ -1,0 +1,261 @@
+"""Per-token features of PAEC from logits: full entropy, local top-p entropy, nucleus size and
+the top-two log-probability gap, in one chunked pass; plus the differentiable entropies that
+carry the gradient of the penalty and of the global entropy bonus.
+
+Definitions (../shared/docs/paec-method.md, docs/metrics.md): for a row of logits z with
+p = softmax(z), sort p descending; the nucleus N is the smallest prefix whose mass reaches p
+(the top-1 token always belongs to it); q = p / sum_N p inside it, and
+
+    H   = -sum_v p_v log p_v                 full entropy (nats)
+    H^p = -sum_{v in N} q_v log q_v          local top-p entropy
+    gap = log p_(1) - log p_(2) >= 0         top-two gap (inf if only one token has mass)
+
+Cost. V is up to ~152k, so logits are processed a chunk of rows at a time, and never sorted in
+the common case: an exact top-k (found through block maxima, see `_topk`) gives the nucleus
+of every row whose top-k mass reaches p; only the other rows fall back to a larger k, and then
+to a full sort. Features that only feed the detached mask are computed without autograd.
+
+Run `python bench/features.py` for the speed and memory figures in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_BLOCK = 64  # vocabulary block for the block-maxima top-k; 64 floats = one 256-byte run
+_FALLBACK_K_FACTOR = 16  # top-p search tiers: k, 16k, 256k, ..., then a full sort
+
+
+@dataclass(frozen=True)
+class TokenFeatures:
+    """Detached per-token statistics of N positions, all float32 on the logits' device."""
+
+    entropy: Tensor  # (N,) full entropy H
+    top_p_entropy: Tensor  # (N,) H^p
+    nucleus_size: Tensor  # (N,) int64 |N|
+    top2_gap: Tensor  # (N,) log p1 - log p2
+
+    def __len__(self) -> int:
+        return int(self.entropy.shape[0])
+
+    def select(self, index: Tensor | slice) -> TokenFeatures:
+        """The features of a subset of positions (a slice, a bool mask or indices)."""
+        return TokenFeatures(
+            self.entropy[index], self.top_p_entropy[index],
+            self.nucleus_size[index], self.top2_gap[index],
+        )
+
+    @staticmethod
+    def cat(parts: list[TokenFeatures]) -> TokenFeatures:
+        """Concatenate the features of several micro-batches into one batch."""
+        return TokenFeatures(
+            torch.cat([f.entropy for f in parts]), torch.cat([f.top_p_entropy for f in parts]),
+            torch.cat([f.nucleus_size for f in parts]), torch.cat([f.top2_gap for f in parts]),
+        )
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """32 rows on the CPU, where a chunk (~20 MB at V = 152k) stays in cache; 1024 on CUDA."""
+    return 1024 if device.type == "cuda" else 32
+
+
+def token_features(
+    logits: Tensor, top_p: float = 0.9, *, top_k: int = 64, chunk_size: int | None = None
+) -> TokenFeatures:
+    """All detached features of `logits` (N, V) in one chunked pass, computed in float32.
+
+    Logits must be finite or -inf (masked tokens); each row needs at least one finite value.
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be (N, V) with V >= 2, got shape {tuple(logits.shape)}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    n_rows, vocab = logits.shape
+    device = logits.device
+    chunk = chunk_size or default_chunk_size(device)
+    out_h = torch.empty(n_rows, device=device)  # (N,)
+    out_hp = torch.empty(n_rows, device=device)  # (N,)
+    out_n = torch.empty(n_rows, dtype=torch.long, device=device)  # (N,)
+    out_gap = torch.empty(n_rows, device=device)  # (N,)
+    # Two reused float32 work buffers: allocating ~20 MB per chunk costs more than the math.
+    shifted = torch.empty(min(chunk, n_rows), vocab, device=device)  # (C, V)
+    expd = torch.empty_like(shifted)  # (C, V)
+    with torch.no_grad():
+        for start in range(0, n_rows, chunk):
+            z = logits[start:start + chunk]  # (c, V)
+            if z.dtype != torch.float32:
+                z = z.float()  # (c, V) bf16 / fp16 logits: all arithmetic in float32
+            c = z.shape[0]
+            vals, _ = _topk(z, min(top_k, vocab))  # (c, k) descending
+            z_sh = torch.sub(z, vals[:, :1], out=shifted[:c])  # (c, V) z - max, <= 0
+            e = torch.exp(z_sh, out=expd[:c])  # (c, V) exp(z - max) in (0, 1]
+            s = e.sum(-1, dtype=torch.float64)  # (c,) f64: the nucleus boundary depends on it
+            log_s = s.log()  # (c,)
+            # H = log s - sum_v e_v (z_v - max) / s: every term is small, so fp32 keeps digits.
+            ez = torch.linalg.vecdot(e, z_sh)  # (c,)  NaN where a logit is -inf (0 * -inf)
+            bad = ez.isnan()  # (c,)
+            if bad.any():
+                eb, zb = e[bad], z_sh[bad]  # (b, V)
+                ez[bad] = torch.where(eb > 0, eb * zb, 0.0).sum(-1)
+            out_h[start:start + c] = log_s - ez / s
+            out_gap[start:start + c] = vals[:, 0] - vals[:, 1]
+            hp, n = _top_p_rows(z, vals, vals[:, :1] + log_s[:, None], top_p)
+            out_hp[start:start + c] = hp
+            out_n[start:start + c] = n
+    return TokenFeatures(out_h, out_hp, out_n, out_gap)
+
+
+def _top_p_rows(z: Tensor, vals: Tensor, lse: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """H^p and |N| of rows `z` (c, V) given their descending top-k `vals` (c, k) and
+    log-normaliser `lse` (c, 1): exact from the top-k where its mass reaches p; the other rows
+    retry with a 16x larger k, and so on, and a full sort settles the last ones."""
+    vocab = z.shape[1]
+    lse = lse.double()  # (c, 1) the nucleus boundary is a cumulative sum: decide it in f64
+    hp, n, covered = _nucleus(vals.double() - lse, p, complete=vals.shape[1] == vocab)
+    rows = (~covered).nonzero().squeeze(1)  # (r,) rows still open
+    k = vals.shape[1]
+    while rows.numel() > 0:
+        k = min(k * _FALLBACK_K_FACTOR, vocab)
+        zr = z[rows]  # (r, V)
+        if k < vocab:
+            top, _ = _topk(zr, k)  # (r, k)
+        else:
+            top = zr.sort(dim=-1, descending=True).values  # (r, V)
+        hp_r, n_r, cov_r = _nucleus(top.double() - lse[rows], p, complete=k == vocab)
+        hp[rows], n[rows] = hp_r, n_r
+        rows = rows[~cov_r]
+    return hp, n
+
+
+def _nucleus(logp: Tensor, p: float, *, complete: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Nucleus of rows from their descending log-probs `logp` (r, k), a prefix of the sorted
+    distribution. Returns H^p (r,), |N| (r,) and whether the prefix held the whole nucleus (r,)
+    (`complete` says the prefix is the whole vocabulary)."""
+    probs = logp.exp()  # (r, k)
+    cum = probs.cumsum(-1)  # (r, k)
+    before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)  # (r, k) mass ahead
+    # A token is in the nucleus while the mass ahead of it is below p; the top-1 always is.
+    # Tokens whose probability underflows to 0 carry no mass and are left out (p = 1 case).
+    inside = (before < p) & (probs > 0)  # (r, k)
+    inside[:, 0] = True
+    mass = (probs * inside).sum(-1)  # (r,)
+    plogp = torch.where(inside, probs * logp, 0.0).sum(-1)  # (r,)
+    size = inside.sum(-1)  # (r,)
+    hp = torch.where(size > 1, (mass.log() - plogp / mass).clamp_min(0.0), 0.0)  # (r,)
+    covered = (cum[:, -1] >= p) | complete  # (r,)
+    return hp, size, covered
+
+
+def _topk(z: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Exact top-k values (descending) and indices of each row of `z` (c, V), 3x faster than
+    `torch.topk` over the whole row on the CPU when k * 64 << V: take the k blocks of 64 with
+    the largest maxima; every top-k value lies in one of them (a value outside them is beaten
+    by the k block maxima, one per block), so a top-k over those k * 64 candidates is exact
+    (tied values may come from a different index, which changes no feature)."""
+    c, vocab = z.shape
+    n_blocks = vocab // _BLOCK
+    if z.device.type != "cpu" or k * _BLOCK * 4 > vocab:
+        return torch.topk(z, k, dim=-1)
+    head = n_blocks * _BLOCK
+    block_max = z[:, :head].view(c, n_blocks, _BLOCK).amax(-1)  # (c, nb)
+    top_blocks = block_max.topk(k, dim=-1).indices  # (c, k)
+    offsets = torch.arange(_BLOCK, device=z.device)  # (B,)
+    cand = (top_blocks[:, :, None] * _BLOCK + offsets).view(c, k * _BLOCK)  # (c, k*B)
+    if head < vocab:  # the tail that does not fill a block is always a candidate
+        tail = torch.arange(head, vocab, device=z.device).expand(c, vocab - head)  # (c, rem)
+        cand = torch.cat([cand, tail], dim=-1)  # (c, k*B + rem)
+    vals, pos = z.gather(1, cand).topk(k, dim=-1)  # (c, k)
+    return vals, cand.gather(1, pos)
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    """float32 for half-precision logits, else their own dtype (float64 stays exact)."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+class _Entropy(torch.autograd.Function):
+    """Full entropy with a chunked backward dH/dz = -p (log p + H): keeps no (N, V) graph."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, chunk: int) -> Tensor:
+        dtype = _compute_dtype(logits)
+        out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)  # (N,)
+        for start in range(0, logits.shape[0], chunk):
+            logp = torch.log_softmax(logits[start:start + chunk].to(dtype), dim=-1)  # (c, V)
+            out[start:start + chunk] = -torch.where(logp > -torch.inf, logp.exp() * logp,
+                                                    0.0).sum(-1)
+        ctx.save_for_backward(logits, out)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, None]:
+        logits, h = ctx.saved_tensors
+        grad = torch.empty_like(logits)  # (N, V)
+        for start in range(0, logits.shape[0], ctx.chunk):
+            sl = slice(start, start + ctx.chunk)
+            logp = torch.log_softmax(logits[sl].to(h.dtype), dim=-1)  # (c, V)
+            g = -logp.exp() * (logp + h[sl, None]) * grad_h[sl, None]  # (c, V)
+            grad[sl] = torch.where(logp > -torch.inf, g, 0.0)
+        return grad, None
+
+
+class _TopPEntropy(torch.autograd.Function):
+    """H^p over a given (detached) nucleus; dH^p/dz_v = -q_v (log q_v + H^p) inside it, 0
+    outside (the nucleus is piecewise constant in z, so it carries no gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, nucleus_size: Tensor, chunk: int) -> Tensor:
+        dtype = _compute_dtype(logits)
+        out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)  # (N,)
+        saved: list[tuple[int, Tensor, Tensor, Tensor]] = []
+        for start in range(0, logits.shape[0], chunk):
+            z = logits[start:start + chunk].to(dtype)  # (c, V)
+            n = nucleus_size[start:start + chunk]  # (c,)
+            k = int(n.max()) if n.numel() else 1
+            vals, idx = torch.topk(z, k, dim=-1)  # (c, k)
+            inside = torch.arange(k, device=z.device) < n[:, None]  # (c, k)
+            vals = vals.masked_fill(~inside, -torch.inf)  # (c, k)
+            logq = torch.log_softmax(vals, dim=-1)  # (c, k)
+            q = logq.exp()  # (c, k)  0 outside the nucleus
+            h = -torch.where(inside, q * logq, 0.0).sum(-1)  # (c,)
+            out[start:start + chunk] = h
+            saved.append((start, idx, q, torch.where(inside, logq, 0.0)))
+        ctx.saved = saved
+        ctx.shape, ctx.dtype = logits.shape, logits.dtype
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, None, None]:
+        (h,) = ctx.saved_tensors
+        grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=h.device)  # (N, V)
+        for start, idx, q, logq in ctx.saved:
+            c = idx.shape[0]
+            g = -q * (logq + h[start:start + c, None]) * grad_h[start:start + c, None]  # (c, k)
+            grad[start:start + c].scatter_(1, idx, g.to(ctx.dtype))
+        return grad, None, None
+
+
+def entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """Differentiable full entropy of each row of `logits` (N, V) -> (N,), in float32 (float64
+    for float64 logits).
+    Memory: one chunk at a time in both passes, no (N, V) autograd graph."""
+    chunk = chunk_size or default_chunk_size(logits.device)
+    out: Tensor = _Entropy.apply(logits, chunk)  # type: ignore[no-untyped-call]
+    return out
+
+
+def top_p_entropy(
+    logits: Tensor, nucleus_size: Tensor, *, chunk_size: int | None = None
+) -> Tensor:
+    """Differentiable H^p of each row of `logits` (N, V) -> (N,) over the nucleus of size
+    `nucleus_size` (N,) found by `token_features` (detached): the penalty's entropy."""
+    chunk = chunk_size or default_chunk_size(logits.device)
+    out: Tensor = _TopPEntropy.apply(  # type: ignore[no-untyped-call]
+        logits, nucleus_size.to(logits.device), chunk)
+    return out

@@ -1,0 +1,50 @@
+"""Service settings, read from the environment (prefix PAEC_) or a .env file.
+
+The embedded default needs no servers: a SQLite database and a local artifact folder under
+`data_dir`. Production points `database_url` at Postgres and `broker_url` at Redis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting the API and the worker read; one docstring per field."""
+
+    model_config = SettingsConfigDict(env_prefix="PAEC_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("var")
+    """Root of the embedded default: the SQLite database, broker and artifacts live under it."""
+    database_url: str | None = None
+    """SQLAlchemy URL; None means SQLite at <data_dir>/paec.db."""
+    broker_url: str | None = None
+    """Celery broker URL; None means the server-free SQLite transport under data_dir."""
+    artifacts_dir: Path | None = None
+    """Where checkpoints and result files are stored; None means <data_dir>/artifacts."""
+    models_dir: Path | None = None
+    """Operator-provided model folders that jobs may name; None allows only built-ins."""
+    allow_hub_models: bool = False
+    """Whether jobs may name Hugging Face hub ids (the server then downloads them)."""
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Largest accepted dataset upload."""
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank; leave it unset for the embedded default")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'paec.db').resolve()}"
+
+    @property
+    def resolved_artifacts_dir(self) -> Path:
+        """The artifact folder in force."""
+        return self.artifacts_dir or self.data_dir / "artifacts"

@@ -1,0 +1,205 @@
+"""paec.features against a float64 brute-force reference built by a full sort."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from paec.features import _topk, entropy, token_features, top_p_entropy
+
+
+def reference(logits: Tensor, p: float) -> dict[str, Tensor]:
+    """Definitions of paec-method.md, in float64, by full sort, one row at a time."""
+    z = logits.double()
+    out: dict[str, list[float]] = {"entropy": [], "top_p_entropy": [], "nucleus_size": [],
+                                   "top2_gap": []}
+    for row in z:
+        probs = torch.softmax(row, dim=-1)
+        plogp = torch.where(probs > 0, probs * probs.log(), torch.zeros_like(probs))
+        out["entropy"].append(float(-plogp.sum()))
+        sp, _ = probs.sort(descending=True)
+        n = 1
+        while n < len(sp) and float(sp[:n].sum()) < p and float(sp[n]) > 0:
+            n += 1
+        q = sp[:n] / sp[:n].sum()
+        out["top_p_entropy"].append(float(-(q * q.log()).sum()))
+        out["nucleus_size"].append(n)
+        top = row.sort(descending=True).values
+        out["top2_gap"].append(float(top[0] - top[1]))
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
+
+
+def assert_matches(logits: Tensor, p: float, atol: float, **kw: int) -> None:
+    ref = reference(logits, p)
+    got = token_features(logits, p, **kw)
+    torch.testing.assert_close(got.entropy.double(), ref["entropy"], atol=atol, rtol=1e-5)
+    torch.testing.assert_close(got.top_p_entropy.double(), ref["top_p_entropy"], atol=atol,
+                               rtol=1e-5)
+    assert torch.equal(got.nucleus_size, ref["nucleus_size"].long())
+    torch.testing.assert_close(got.top2_gap.double(), ref["top2_gap"], atol=atol, rtol=1e-5)
+
+
+def peaked_logits(n: int, v: int, seed: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A mix of rows like a language model's: mostly peaked, some flat (fallback paths)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, v, generator=g) * 2.0
+    boost = torch.rand(n, 1, generator=g) * 14.0  # 0: flat row .. 14: one-token row
+    z[:, : min(5, v)] += boost * torch.linspace(1.0, 0.3, min(5, v))
+    return z[:, torch.randperm(v, generator=g)].to(dtype)
+
+
+@pytest.mark.parametrize(("n", "v", "chunk", "top_k"), [
+    (37, 1000, 8, 4),      # chunk does not divide N; tiny k: most rows take the fallbacks
+    (64, 5003, 13, 8),     # V prime, block tail of 11 columns
+    (16, 20011, 5, 16),    # block-maxima top-k path (k * 64 * 4 < V)
+    (10, 7, 3, 64),        # k > V
+])
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99])
+def test_features_match_sort_reference_fp32(n: int, v: int, chunk: int, top_k: int,
+                                            p: float) -> None:
+    assert_matches(peaked_logits(n, v, seed=n + v), p, atol=2e-5, chunk_size=chunk, top_k=top_k)
+
+
+def test_features_match_sort_reference_bf16() -> None:
+    logits = peaked_logits(48, 3001, seed=3, dtype=torch.bfloat16)
+    # The reference sees the same bf16 values upcast; features compute in float32.
+    assert_matches(logits, 0.9, atol=2e-5, chunk_size=7, top_k=8)
+
+
+def test_top1_mass_above_p_gives_zero_top_p_entropy_and_one_token() -> None:
+    logits = torch.tensor([[10.0, 0.0, 0.0, 0.0], [3.0, 1.0, 0.0, -1.0]])
+    f = token_features(logits, 0.5)
+    assert f.nucleus_size[0] == 1 and f.top_p_entropy[0] == 0.0
+    assert f.entropy[0] > 0.0  # the full entropy still sees the tail
+    assert_matches(logits, 0.5, atol=1e-6)
+
+
+def test_p_one_equals_full_entropy() -> None:
+    logits = peaked_logits(20, 301, seed=5)
+    f = token_features(logits, 1.0, top_k=4, chunk_size=6)
+    torch.testing.assert_close(f.top_p_entropy, f.entropy, atol=2e-5, rtol=1e-5)
+
+
+def test_uniform_rows_have_log_nucleus_entropy() -> None:
+    v = 1000
+    f = token_features(torch.zeros(3, v), 0.9005)
+    # Every token has 1/V; the nucleus is the first 901 tokens, renormalised: log 901.
+    # (p * V is not an integer: at exactly 900 tokens the boundary is a rounding tie.)
+    assert torch.equal(f.nucleus_size, torch.full((3,), 901))
+    torch.testing.assert_close(f.top_p_entropy, torch.full((3,), math.log(901)))
+    torch.testing.assert_close(f.entropy, torch.full((3,), math.log(v)))
+    assert torch.equal(f.top2_gap, torch.zeros(3))
+
+
+def test_exact_ties() -> None:
+    logits = torch.tensor([[2.0, 2.0, 0.0, 0.0, 0.0], [1.0, 3.0, 3.0, 3.0, -2.0]])
+    f = token_features(logits, 0.6)
+    assert torch.equal(f.top2_gap, torch.zeros(2))
+    assert_matches(logits, 0.6, atol=1e-6)
+
+
+def test_vocabulary_of_two() -> None:
+    logits = torch.tensor([[0.3, -0.2], [0.0, 0.0], [5.0, -5.0]])
+    # p = 0.5 on the tied row would put the boundary exactly on a rounding tie: avoid it.
+    for p in (0.45, 0.9, 1.0):
+        assert_matches(logits, p, atol=1e-6)
+
+
+def test_minus_inf_logits() -> None:
+    logits = peaked_logits(12, 500, seed=9)
+    logits[:, 250:] = -torch.inf
+    logits[3, 1:] = -torch.inf  # one finite token: zero entropies, infinite gap
+    f = token_features(logits, 0.9, top_k=4, chunk_size=5)
+    assert f.entropy[3] == 0.0 and f.top_p_entropy[3] == 0.0 and f.nucleus_size[3] == 1
+    assert math.isinf(float(f.top2_gap[3]))
+    assert torch.isfinite(f.entropy).all() and torch.isfinite(f.top_p_entropy).all()
+    assert_matches(logits, 0.9, atol=2e-5, top_k=4, chunk_size=5)
+
+
+def test_large_logit_offset_keeps_precision() -> None:
+    logits = peaked_logits(8, 2000, seed=2) + 80.0
+    assert_matches(logits, 0.9, atol=3e-5)
+
+
+@pytest.mark.parametrize("v", [64 * 40, 64 * 40 + 17])
+def test_block_topk_is_exact_with_ties(v: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randint(-5, 5, (9, v), generator=g).float()  # many exact ties
+    vals, idx = _topk(z, 8)
+    assert torch.equal(vals, torch.topk(z, 8).values)
+    assert torch.equal(z.gather(1, idx), vals)
+
+
+def test_features_need_no_autograd_graph() -> None:
+    logits = peaked_logits(6, 300, seed=1).requires_grad_()
+    f = token_features(logits, 0.9)
+    for t in (f.entropy, f.top_p_entropy, f.top2_gap):
+        assert not t.requires_grad
+
+
+def test_bad_shapes_are_rejected() -> None:
+    with pytest.raises(ValueError, match="V >= 2"):
+        token_features(torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="top_p"):
+        token_features(torch.zeros(3, 4), 0.0)
+
+
+def finite_difference(fn: object, x: Tensor, eps: float = 1e-6) -> Tensor:
+    assert callable(fn)
+    grad = torch.zeros_like(x)
+    flat, gflat = x.view(-1), grad.view(-1)
+    for i in range(flat.numel()):
+        old = float(flat[i])
+        flat[i] = old + eps
+        up = float(fn(x))
+        flat[i] = old - eps
+        down = float(fn(x))
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def test_entropy_gradient_matches_finite_differences_f64() -> None:
+    x = peaked_logits(5, 11, seed=4).double()
+    x[1, 3] = -torch.inf
+    w = torch.randn(5, dtype=torch.float64)
+
+    def fn(z: Tensor) -> Tensor:
+        return (entropy(z.double(), chunk_size=2).double() * w).sum()
+
+    xg = x.clone().requires_grad_()
+    fn(xg).backward()
+    assert xg.grad is not None
+    finite = torch.isfinite(x)
+    fd = finite_difference(fn, x.clone())
+    torch.testing.assert_close(xg.grad[finite], fd[finite], atol=1e-4, rtol=1e-4)
+    assert (xg.grad[~finite] == 0).all()
+    torch.testing.assert_close(entropy(x).double(), reference(x, 1.0)["entropy"], atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_top_p_entropy_gradient_matches_finite_differences_f64() -> None:
+    x = peaked_logits(6, 13, seed=8).double()
+    sizes = token_features(x, 0.8).nucleus_size
+    assert sizes.max() > 1  # the gradient is non-trivial somewhere
+    w = torch.randn(6, dtype=torch.float64)
+
+    def fn(z: Tensor) -> Tensor:
+        return (top_p_entropy(z, sizes, chunk_size=4).double() * w).sum()
+
+    xg = x.clone().requires_grad_()
+    value = top_p_entropy(xg, sizes, chunk_size=4)
+    torch.testing.assert_close(value.double(), reference(x, 0.8)["top_p_entropy"], atol=1e-5,
+                               rtol=1e-5)
+    (value.double() * w).sum().backward()
+    assert xg.grad is not None
+    # The nucleus is held fixed, as in the penalty: finite differences stay inside it.
+    torch.testing.assert_close(xg.grad, finite_difference(fn, x.clone()), atol=1e-4, rtol=1e-4)
+    outside = torch.ones_like(x, dtype=torch.bool)
+    order = x.argsort(dim=-1, descending=True)
+    for r in range(6):
+        outside[r, order[r, : int(sizes[r])]] = False
+    assert (xg.grad[outside] == 0).all()  # tokens outside the nucleus get no gradient

@@ -1,0 +1,56 @@
+"""The dependency graph runs one way: api -> store <- worker -> paec; paec imports nothing of
+ours, and the API process never imports torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS = {"api", "worker", "paec", "store"}
+ALLOWED = {
+    "paec": set(),
+    "store": set(),
+    "api": {"store"},
+    "worker": {"store", "paec"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level packages of ours that a file imports (absolute imports only: we use no
+    relative ones, and a test below keeps it that way)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            if node.module:
+                found.add(node.module.split(".")[0])
+    return found & OURS
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_it_may(package: str) -> None:
+    files = sorted((ROOT / package).rglob("*.py"))
+    bad = {str(f.relative_to(ROOT)): sorted(imported_packages(f) - ALLOWED[package] - {package})
+           for f in files}
+    assert {f: b for f, b in bad.items() if b} == {}
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "x.py"
+    bad.write_text("import torch\nfrom store.settings import Settings\nimport api.app\n")
+    assert imported_packages(bad) == {"store", "api"}
+
+
+def test_api_import_graph_has_no_torch() -> None:
+    code = ("import sys, api.app; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'torch', 'transformers', 'paec', 'worker'}); print(bad); assert not bad")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
