@@ -7,12 +7,11 @@ where nothing is known. The docstring of each field says which.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
-_E = TypeVar("_E", bound=StrEnum)
+from paec.checks import parse_enum, require
 
 
 class EntropyNormalization(StrEnum):
@@ -74,40 +73,27 @@ class PAECConfig:
 
     def __post_init__(self) -> None:
         # The enums may arrive as plain strings from JSON; normalise them here, in one place.
-        object.__setattr__(self, "normalization",
-                           _enum(EntropyNormalization, self.normalization, "normalization"))
-        object.__setattr__(self, "mask_mode", _enum(MaskMode, self.mask_mode, "mask_mode"))
-        _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]", self.top_p)
-        _check(self.competition_temperature > 0, "competition_temperature", "must be > 0",
-               self.competition_temperature)
-        _check(0.0 <= self.score_weight <= 1.0, "score_weight", "must be in [0, 1]",
-               self.score_weight)
-        _check(0.0 <= self.quantile <= 1.0, "quantile", "must be in [0, 1]", self.quantile)
-        _check(self.mask_temperature > 0, "mask_temperature", "must be > 0",
-               self.mask_temperature)
-        _check(self.anchor_steps >= 1, "anchor_steps", "must be >= 1", self.anchor_steps)
-        _check(0.0 <= self.floor_ratio <= 1.0, "floor_ratio", "must be in [0, 1]",
-               self.floor_ratio)
-        _check(self.penalty_weight >= 0, "penalty_weight", "must be >= 0", self.penalty_weight)
-        _check(self.entropy_bonus >= 0, "entropy_bonus", "must be >= 0", self.entropy_bonus)
-        _check(self.top_k >= 2, "top_k", "must be >= 2", self.top_k)
-        _check(self.chunk_size is None or self.chunk_size >= 1, "chunk_size",
-               "must be >= 1 or None", self.chunk_size)
-        _check(self.eps > 0, "eps", "must be > 0", self.eps)
+        object.__setattr__(self, "normalization", parse_enum(
+            EntropyNormalization, self.normalization, "PAECConfig.normalization"))
+        object.__setattr__(self, "mask_mode",
+                           parse_enum(MaskMode, self.mask_mode, "PAECConfig.mask_mode"))
+        for name, ok, rule in (
+            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
+            ("competition_temperature", self.competition_temperature > 0, "must be > 0"),
+            ("score_weight", 0.0 <= self.score_weight <= 1.0, "must be in [0, 1]"),
+            ("quantile", 0.0 <= self.quantile <= 1.0, "must be in [0, 1]"),
+            ("mask_temperature", self.mask_temperature > 0, "must be > 0"),
+            ("anchor_steps", self.anchor_steps >= 1, "must be >= 1"),
+            ("floor_ratio", 0.0 <= self.floor_ratio <= 1.0, "must be in [0, 1]"),
+            ("penalty_weight", self.penalty_weight >= 0, "must be >= 0"),
+            ("entropy_bonus", self.entropy_bonus >= 0, "must be >= 0"),
+            ("top_k", self.top_k >= 2, "must be >= 2"),
+            ("chunk_size", self.chunk_size is None or self.chunk_size >= 1,
+             "must be >= 1 or None"),
+            ("eps", self.eps > 0, "must be > 0"),
+        ):
+            require(ok, f"PAECConfig.{name}", rule, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (enums as strings)."""
         return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
-
-
-def _enum(cls: type[_E], value: object, name: str) -> _E:
-    try:
-        return cls(str(value))
-    except ValueError:
-        allowed = ", ".join(m.value for m in cls)
-        raise ValueError(f"PAECConfig.{name} must be one of {allowed}, got {value!r}") from None
-
-
-def _check(ok: bool, name: str, rule: str, value: object) -> None:
-    if not ok or (isinstance(value, float) and math.isnan(value)):
-        raise ValueError(f"PAECConfig.{name} {rule}, got {value!r}")

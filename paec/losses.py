@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
 import torch
 from torch import Tensor
 
+from paec.checks import parse_enum, require
+
 Metrics = dict[str, Tensor]
-_E = TypeVar("_E", bound=StrEnum)
 
 
 class PolicyLossType(StrEnum):
@@ -89,33 +89,22 @@ class PolicyLossConfig:
     def __post_init__(self) -> None:
         # The enums may arrive as plain strings from JSON; normalise them here, in one place.
         for name, cls in (("loss_type", PolicyLossType), ("aggregation", LossAggregation)):
-            value = _enum(cls, getattr(self, name), f"PolicyLossConfig.{name}")
+            value = parse_enum(cls, getattr(self, name), f"PolicyLossConfig.{name}")
             object.__setattr__(self, name, value)
-        _check(0.0 <= self.clip_low < 1.0, "clip_low", "must be in [0, 1)", self.clip_low)
+        where = "PolicyLossConfig."
+        require(0.0 <= self.clip_low < 1.0, where + "clip_low", "must be in [0, 1)",
+                self.clip_low)
         for name in ("clip_high", "kl_coef", "entropy_coef", "kl_cov_coef"):
             value = getattr(self, name)
-            _check(0.0 <= value < math.inf, name, "must be in [0, inf)", value)
+            require(0.0 <= value < math.inf, where + name, "must be in [0, inf)", value)
         for name in ("clip_cov_ratio", "kl_cov_ratio"):
             value = getattr(self, name)
-            _check(0.0 < value <= 1.0, name, "must be in (0, 1]", value)
+            require(0.0 < value <= 1.0, where + name, "must be in (0, 1]", value)
         q = self.high_entropy_quantile
-        _check(q is None or 0.0 <= q <= 1.0, "high_entropy_quantile", "must be in [0, 1] or None",
-               q)
-        _check(-math.inf < self.clip_cov_lb < self.clip_cov_ub < math.inf, "clip_cov_lb",
-               "must be finite and < clip_cov_ub", (self.clip_cov_lb, self.clip_cov_ub))
-
-
-def _check(ok: bool, name: str, rule: str, value: object) -> None:
-    if not ok:
-        raise ValueError(f"PolicyLossConfig.{name} {rule}, got {value!r}")
-
-
-def _enum(cls: type[_E], value: str, name: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}") from None
+        require(q is None or 0.0 <= q <= 1.0, where + "high_entropy_quantile",
+                "must be in [0, 1] or None", q)
+        require(-math.inf < self.clip_cov_lb < self.clip_cov_ub < math.inf, where + "clip_cov_lb",
+                "must be finite and < clip_cov_ub", (self.clip_cov_lb, self.clip_cov_ub))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -291,7 +280,7 @@ def policy_token_loss(
     mask: Tensor, cfg: PolicyLossConfig, generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Metrics]:
     """Dispatch to the per-token loss of `loss_type` with `cfg`'s hyperparameters: (B, T)."""
-    kind = _enum(PolicyLossType, loss_type, "loss_type")
+    kind = parse_enum(PolicyLossType, loss_type, "loss_type")
     if kind is PolicyLossType.GRPO:
         return grpo_token_loss(logp, old_logp, advantages, mask, clip_low=cfg.clip_low,
                                clip_high=cfg.clip_high)
@@ -331,7 +320,7 @@ def aggregate(
     max_len (SEQ_MEAN_TOKEN_SUM_NORM, Dr. GRPO) defaults to T: pass the generation budget, a
     constant, when micro-batches are padded to different lengths.
     """
-    kind = _enum(LossAggregation, mode, "aggregation mode")
+    kind = parse_enum(LossAggregation, mode, "aggregation mode")
     valid = _valid(mask, per_token)  # (B, T)
     # where(), not a product: padding may hold inf/NaN and NaN * 0 is NaN.
     masked = torch.where(valid, per_token, 0.0)  # (B, T)
