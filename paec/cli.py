@@ -1,0 +1,161 @@
+"""Command line of the trainer library.
+
+    python -m paec train config.json [--set steps=50 --set paec.quantile=0.9] [--resume auto]
+    python -m paec eval --model runs/paec/checkpoint-000020 --data builtin:add --k 8
+    python -m paec demo
+
+`train` shows a progress bar with reward and entropies, appends every step's metrics to
+<output_dir>/metrics.jsonl (and prints them as JSON lines with --jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from paec.callbacks import Callback
+from paec.checkpoint import latest_checkpoint
+from paec.train_config import TrainConfig
+
+
+class JsonlMetrics(Callback):
+    """Appends {"step", "metrics"} lines to a file (and optionally to a stream)."""
+
+    def __init__(self, path: Path, echo: TextIO | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.echo = path, echo
+
+    def on_step_end(self, step: int, metrics: dict[str, float],
+                    traces: list[dict[str, Any]]) -> None:
+        self._write({"step": step, "metrics": metrics, "traces": traces})
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self._write({"step": step, "eval": metrics})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+        if self.echo is not None:
+            print(line, file=self.echo, flush=True)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the steps with the numbers a PAEC user watches."""
+
+    def __init__(self, total: int, initial: int) -> None:
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, step: int, metrics: dict[str, float],
+                    traces: list[dict[str, Any]]) -> None:
+        show = {"reward": metrics.get("reward/mean"), "H": metrics.get("entropy"),
+                "H_mask": metrics.get("entropy/masked"), "floor": metrics.get("paec/floor")}
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in show.items() if v is not None})
+        self.bar.update(1)
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self.bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.3f}"
+                                                          for k, v in metrics.items()))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value), the value read as JSON when it parses."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set expects key=value, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+    """A config file (JSON) plus `--set` overrides; errors name the key."""
+    data: dict[str, Any] = json.loads(Path(path).read_text()) if path else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return TrainConfig.from_dict(data)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from paec.trainer import Trainer
+
+    cfg = load_config(args.config, args.set)
+    resume = None
+    if args.resume == "auto":
+        resume = latest_checkpoint(Path(cfg.output_dir))
+    elif args.resume:
+        resume = Path(args.resume)
+    log = JsonlMetrics(Path(cfg.output_dir) / "metrics.jsonl",
+                       echo=sys.stdout if args.jsonl else None)
+    trainer = Trainer(cfg, [log], resume_from=resume)
+    bar = ProgressBar(cfg.steps, trainer.step)
+    trainer.callbacks.append(bar)
+    result = trainer.train()
+    bar.close()
+    print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from paec.trainer import Trainer
+
+    cfg = TrainConfig(model=args.model, train_data=args.data, train_size=args.size,
+                      validation_data=args.data, validation_size=args.size, eval_k=args.k,
+                      max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                      seed=args.seed, device=args.device, steps=1, use_paec=False)
+    trainer = Trainer(cfg)
+    metrics = trainer.evaluate()
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from paec.demo import main as demo
+
+    demo([])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m paec", description="PAEC RLVR trainer")
+    sub = ap.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train from a JSON config")
+    tr.add_argument("config", nargs="?", help="JSON file of TrainConfig fields")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field, e.g. --set steps=50 --set paec.quantile=0.9")
+    tr.add_argument("--resume", help="a checkpoint folder, or 'auto' for the newest one")
+    tr.add_argument("--jsonl", action="store_true", help="also print metrics as JSON lines")
+    tr.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="avg@k, pass@k, maj@k of a model on a dataset")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", required=True, help="a JSONL file or builtin:<task>")
+    ev.add_argument("--size", type=int, default=64, help="examples of a built-in task")
+    ev.add_argument("--k", type=int, default=8)
+    ev.add_argument("--max-new-tokens", type=int, default=64)
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=cmd_eval)
+    de = sub.add_parser("demo", help="PAEC features and mask on SmolLM2 rollouts")
+    de.set_defaults(func=cmd_demo)
+    args = ap.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ValueError as exc:  # config and data errors: say what and where, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
