@@ -62,6 +62,14 @@ class TrainConfig:
     """cpu, cuda, cuda:N, or auto (cuda if available)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% more time)."""
+    lora_rank: int = 0
+    """Rank of LoRA adapters (needs the `lora` extra); 0 trains all weights."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the update is (alpha / rank) * B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    lora_target_modules: list[str] | None = None
+    """Module names that get adapters; None: every linear layer except the output head."""
     steps: int = 20
     """Optimiser steps (one rollout batch each)."""
     prompts_per_step: int = 4
@@ -116,6 +124,9 @@ class TrainConfig:
             ("train_size", self.train_size >= 1, "must be >= 1"),
             ("validation_size", self.validation_size >= 1, "must be >= 1"),
             ("dtype", self.dtype in ("float32", "bfloat16"), "must be float32 or bfloat16"),
+            ("lora_rank", self.lora_rank >= 0, "must be >= 0 (0: no LoRA)"),
+            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
             ("steps", self.steps >= 1, "must be >= 1"),
             ("prompts_per_step", self.prompts_per_step >= 1, "must be >= 1"),
             ("group_size", self.group_size >= 2, "must be >= 2 (advantages need a group)"),

@@ -36,6 +36,7 @@ from paec.data import DataCursor, Example, load_examples
 from paec.evaluation import evaluate_groups
 from paec.features import TokenFeatures, entropy, token_features, top_p_entropy
 from paec.graders import build_grader, grade_batch
+from paec.lora import add_lora, load_lora
 from paec.losses import policy_loss, quantile_threshold
 from paec.models import load_model_and_tokenizer
 from paec.penalty import PAECBatch
@@ -71,15 +72,25 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.output_dir = Path(cfg.output_dir)
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        source = str(resume_from) if resume_from is not None else cfg.model
+        lora = cfg.lora_rank > 0
+        # A full checkpoint is the model itself; a LoRA one is an adapter on the base model.
+        source = (str(resume_from) if resume_from is not None and not lora else cfg.model)
         torch.manual_seed(cfg.seed)
-        self.model, self.tokenizer = load_model_and_tokenizer(source, dtype=dtype,
-                                                              device=self.device)
+        model, self.tokenizer = load_model_and_tokenizer(source, dtype=dtype, device=self.device)
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()  # type: ignore[no-untyped-call]
+            # transformers 5 renamed it (the old name warns); 4.x only has the old one.
+            enable = (getattr(model, "activation_checkpointing_enable", None)
+                      or model.gradient_checkpointing_enable)
+            enable()
+        if lora and resume_from is not None:
+            model = load_lora(model, resume_from)
+        elif lora:
+            model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha,
+                             dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
+        self.model: Any = model
         self.model.train()
         self.ref_model = None
-        if cfg.loss.kl_coef > 0:
+        if cfg.loss.kl_coef > 0 and not lora:  # with LoRA the reference is the bare base
             self.ref_model, _ = load_model_and_tokenizer(cfg.model, dtype=dtype,
                                                          device=self.device)
             self.ref_model.requires_grad_(False)
@@ -150,8 +161,9 @@ class Trainer:
             "reward/accuracy": float((rewards >= 1.0).float().mean()),
             "completion/length_mean": float(lengths.mean()),
             "completion/length_max": float(lengths.max()),
-            "completion/truncated_frac": float(
-                (roll.completion_ids[:, -1] != self.tokenizer.pad_token_id).float().mean()),
+            "completion/truncated_frac": float(1.0 - (
+                (roll.completion_ids == self.tokenizer.eos_token_id) & roll.completion_mask
+            ).any(-1).float().mean()),  # no EOS within max_new_tokens
             "groups/zero_variance": float(flat.sum()),
             "groups/zero_variance_frac": float(flat.float().mean()),
         }
@@ -187,7 +199,8 @@ class Trainer:
 
         # Old log-probs, detached features, reference log-probs: one no-grad pass.
         old_logp = torch.zeros(mask.shape, device=self.device)  # (B, T)
-        ref_logp = torch.zeros(mask.shape, device=self.device) if self.ref_model else None
+        ref_logp = (torch.zeros(mask.shape, device=self.device) if cfg.loss.kl_coef > 0
+                    else None)
         parts = []
         with torch.no_grad():
             for r0, r1 in micro:
@@ -196,10 +209,9 @@ class Trainer:
                 parts.append(token_features(logits[mask[r0:r1]], cfg.paec.top_p,
                                             top_k=cfg.paec.top_k,
                                             chunk_size=cfg.paec.chunk_size))
-                if self.ref_model is not None and ref_logp is not None:
-                    ref = sequence_logits(self.ref_model, roll.select(slice(r0, r1)),
-                                          cfg.temperature)
-                    ref_logp[r0:r1] = token_logprobs(ref, ids[r0:r1])
+                if ref_logp is not None:
+                    ref_logp[r0:r1] = token_logprobs(self._ref_logits(roll.select(
+                        slice(r0, r1))), ids[r0:r1])
         features = TokenFeatures.cat(parts)  # (n_valid,)
         paec_batch = (PAECBatch.build(features, self.anchor, cfg.paec) if cfg.use_paec
                       else None)
@@ -250,6 +262,14 @@ class Trainer:
         if paec_batch is not None:
             self.anchor.observe(paec_batch.masked_entropy)
         return metrics, self._traces(ids, mask, offsets, features, paec_batch)
+
+    def _ref_logits(self, roll: RolloutBatch) -> Tensor:
+        """Logits of the reference policy: the frozen initial model, or with LoRA the base
+        model with its adapters switched off (no second copy in memory)."""
+        if self.ref_model is not None:
+            return sequence_logits(self.ref_model, roll, self.cfg.temperature)
+        with self.model.disable_adapter():
+            return sequence_logits(self.model, roll, self.cfg.temperature)
 
     def _entropy_for_loss(self, valid_logits: Tensor, features: TokenFeatures, idx: slice,
                           mb_mask: Tensor) -> Tensor | None:

@@ -15,6 +15,7 @@ from paec.callbacks import Callback, StopRequest
 from paec.checkpoint import read_sidecar, verify_checkpoint
 from paec.cli import main as cli_main
 from paec.config import PAECConfig
+from paec.lora import is_lora_checkpoint
 from paec.losses import PolicyLossConfig, PolicyLossType
 from paec.models import tiny_model
 from paec.train_config import TrainConfig
@@ -178,3 +179,43 @@ def test_cli_train_writes_metrics_jsonl(tiny_dir: Path, tmp_path: Path) -> None:
 def test_cli_reports_bad_config_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["train", "--set", "paec.nope=1"]) == 2
     assert "TrainConfig.paec: unknown key(s) nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+# peft 0.21 still reads transformers' deprecated `is_gradient_checkpointing` when it wraps a
+# model: a warning about peft's code, not ours.
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_lora_trains_only_adapters_and_resumes(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = config(tiny_dir, tmp_path, steps=2, lora_rank=4,
+                 loss=PolicyLossConfig(kl_coef=0.01))  # reference = base, adapters off
+    trainer = Trainer(cfg, [Recorder(stop_after=1)])
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+              if not p.requires_grad}
+    paused = trainer.train()
+    assert paused.status == "paused" and paused.checkpoint is not None
+    assert is_lora_checkpoint(paused.checkpoint)
+    named = dict(trainer.model.named_parameters())
+    assert all(torch.equal(named[n], v) for n, v in frozen.items())  # the base is untouched
+    assert any(("lora_B" in n) and bool(p.abs().sum() > 0) for n, p in named.items())
+
+    rec = Recorder()
+    resumed = Trainer(cfg, [rec], resume_from=paused.checkpoint)
+    assert resumed.step == 1
+    for n, p in resumed.model.named_parameters():
+        assert torch.equal(p, named[n]), n
+    final = resumed.train()
+    assert final.status == "completed" and rec.steps == [2] and "policy/kl" in rec.metrics[0]
+    assert final.checkpoint is not None
+    AutoModelForCausalLM.from_pretrained(final.checkpoint)  # the adapter loads on its base
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_gives_the_same_step(tiny_dir: Path, tmp_path: Path) -> None:
+    results = []
+    for gc in (False, True):
+        trainer = Trainer(config(tiny_dir, tmp_path / str(gc), steps=1,
+                                 gradient_checkpointing=gc))
+        metrics, _ = trainer.train_step(1)
+        results.append(metrics)
+    for key in ("reward/mean", "loss/policy", "loss/paec", "entropy/masked", "train/grad_norm"):
+        assert results[1][key] == pytest.approx(results[0][key], rel=1e-5, abs=1e-7), key
