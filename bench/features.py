@@ -12,7 +12,8 @@ sort / paec >= 8, paec's extra peak memory over the logits <= 0.6 GB.
 
 Logits (--source):
   smollm2    real ones: the built-in SmolLM2-135M-Instruct's logits at 4,096 positions of its
-             own sampled completions (temperature 1) of reasoning-gym arithmetic problems,
+             own sampled completions (temperature 1) of reasoning-gym arithmetic problems
+             (builtin:arithmetic, which asks for a \\boxed{} answer),
              widened from its 49,152-token vocabulary to 151,936 by appending, per row, values
              drawn from that row's own logits and capped at the row's median (tail tokens that
              add almost no mass, as a larger vocabulary's unused tokens do). The default.
@@ -47,17 +48,20 @@ TOP_P = 0.9
 
 def smollm2_logits(n: int, path: Path) -> None:
     """Sample SmolLM2 rollouts until `n` completion positions, save their logits (n, 49152)."""
-    from paec.demo import arithmetic_problems, sample_rollouts
+    from paec.data import builtin_task
     from paec.models import load_model_and_tokenizer
+    from paec.rollout import encode_prompts, sample, sequence_logits
 
     model, tokenizer = load_model_and_tokenizer("builtin:smollm2-135m-instruct")
     rows: list[torch.Tensor] = []
     seed = 0
     while sum(r.shape[0] for r in rows) < n:
-        questions = [q for q, _ in arithmetic_problems(16, seed)]
-        roll = sample_rollouts(model, tokenizer, questions, samples=4, max_new_tokens=96,
-                               seed=seed)
-        rows.append(roll.logits)
+        examples = builtin_task("builtin:arithmetic", size=16, seed=seed)
+        prompts = encode_prompts(tokenizer, [e.messages for e in examples], model.device)
+        roll = sample(model, tokenizer, prompts, group_size=4, max_new_tokens=96,
+                      temperature=1.0, top_p=1.0, generator_seed=seed)
+        with torch.no_grad():
+            rows.append(sequence_logits(model, roll, 1.0)[roll.completion_mask].float())
         seed += 1
     torch.save(torch.cat(rows)[:n].half().clone(), path)
 

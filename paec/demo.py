@@ -1,74 +1,48 @@
-"""The main job, until the trainer and the service exist: PAEC's per-token features and its
-position mask on a real model's logits, for real prompts.
+"""The main job, until the service exists (issues 4-6): a real PAEC fine-tuning run of the
+built-in SmolLM2-135M-Instruct, offline, on the CPU, through the trainer library.
 
-It loads the built-in SmolLM2-135M-Instruct (offline), samples a few completions of seeded
-reasoning-gym arithmetic problems, recomputes the logits of every completion token, and
-shows which positions PAEC selects (the decision-sensitive ones) and the batch statistics
-the trainer will log.
+1. PAEC's view of one rollout batch: which positions the mask selects (`[token|H^p]`).
+2. Evaluation before training (avg@k, pass@k, maj@k on held-out problems).
+3. PAEC RLVR training with a progress bar (reward, entropy, masked entropy vs the floor).
+4. Evaluation after training; the final checkpoint verified and reloaded with plain
+   `AutoModelForCausalLM.from_pretrained`.
 
-    make demo                      # or: python -m paec.demo --prompts 4 --samples 4
+    make demo                      # or: python -m paec.demo [--steps 8] [--output-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from paec.anchor import AnchorState
+from paec.checkpoint import verify_checkpoint
+from paec.cli import JsonlMetrics, ProgressBar
 from paec.config import PAECConfig
 from paec.features import TokenFeatures, token_features
-from paec.models import apply_chat_template, load_model_and_tokenizer
+from paec.losses import PolicyLossConfig
 from paec.penalty import PAECBatch
+from paec.rollout import encode_prompts, sample, sequence_logits
+from paec.train_config import TrainConfig
+from paec.trainer import Trainer
 
 
-@dataclass(frozen=True)
-class Rollouts:
-    """Sampled completions of a batch of prompts and the logits of their tokens."""
-
-    prompts: list[str]  # (P,) the problems as asked
-    sequences: Tensor  # (B, L) prompt + completion ids, left-padded prompts
-    prompt_len: int  # L_p: completions start at this column
-    completion_mask: Tensor  # (B, T) True on completion tokens up to and including EOS
-    logits: Tensor  # (n_valid, V) float32 logits of the valid completion tokens
-
-
-def arithmetic_problems(n: int, seed: int) -> list[tuple[str, str]]:
-    """Seeded one-digit arithmetic from reasoning-gym: (question, answer) pairs."""
-    import reasoning_gym
-
-    data = reasoning_gym.create_dataset("basic_arithmetic", size=n, seed=seed, min_terms=2,
-                                        max_terms=2, min_digits=1, max_digits=1)
-    return [(str(item["question"]), str(item["answer"])) for item in data]
-
-
-def sample_rollouts(model: Any, tokenizer: Any, questions: list[str], *, samples: int,
-                    max_new_tokens: int, seed: int, temperature: float = 1.0) -> Rollouts:
-    """Sample `samples` completions per question, then one teacher-forced forward pass for
-    the logits at every completion position (divided by the sampling temperature)."""
-    texts = [apply_chat_template(tokenizer, [{"role": "user", "content": q}]) for q in questions]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    batch = {k: v.repeat_interleave(samples, dim=0) for k, v in batch.items()}  # (B, L_p)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        seqs = model.generate(**batch, do_sample=True, temperature=temperature, top_p=1.0,
-                              top_k=0, max_new_tokens=max_new_tokens,
-                              pad_token_id=tokenizer.pad_token_id)  # (B, L)
-        prompt_len = batch["input_ids"].shape[1]
-        completion = seqs[:, prompt_len:]  # (B, T)
-        # Valid: every token up to and including the first EOS.
-        is_eos = completion == tokenizer.eos_token_id  # (B, T)
-        after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # (B, T)
-        mask = ~after_eos  # (B, T)
-        attention = torch.cat([batch["attention_mask"], mask.long()], dim=1)  # (B, L)
-        out = model(input_ids=seqs, attention_mask=attention)
-        # Logits at position i predict token i + 1.
-        logits = out.logits[:, prompt_len - 1:-1].float() / temperature  # (B, T, V)
-    return Rollouts(questions, seqs, prompt_len, mask, logits[mask])
+def demo_config(output_dir: Path, steps: int, model: str) -> TrainConfig:
+    """SmolLM2 on one-digit additions: it is right some of the time, so GRPO has signal."""
+    return TrainConfig(
+        model=model, train_data="builtin:add", train_size=64,
+        validation_data="builtin:add", validation_size=8, output_dir=str(output_dir),
+        steps=steps, prompts_per_step=4, group_size=8, max_new_tokens=24, temperature=1.0,
+        micro_batch_size=8, learning_rate=2e-6, loss=PolicyLossConfig(clip_high=0.28),
+        paec=PAECConfig(anchor_steps=2), eval_k=4, device="auto", seed=0,
+    )
 
 
 def render(tokenizer: Any, ids: Tensor, weights: Tensor, features: TokenFeatures) -> str:
@@ -81,57 +55,93 @@ def render(tokenizer: Any, ids: Tensor, weights: Tensor, features: TokenFeatures
     return "".join(parts)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="PAEC features and mask on SmolLM2 rollouts")
+def show_mask(trainer: Trainer, prompts: int = 2, samples: int = 3) -> None:
+    """Sample a few completions and print the positions PAEC's mask selects."""
+    cfg, model, tok = trainer.cfg, trainer.model, trainer.tokenizer
+    examples = trainer.val_examples[:prompts]
+    enc = encode_prompts(tok, [e.messages for e in examples], trainer.device)
+    roll = sample(model, tok, enc, group_size=samples, max_new_tokens=32,
+                  temperature=cfg.temperature, top_p=1.0, generator_seed=cfg.seed)
+    with torch.no_grad():
+        logits = sequence_logits(model, roll, cfg.temperature)[roll.completion_mask]  # (n, V)
+    features = token_features(logits, cfg.paec.top_p)
+    batch = PAECBatch.build(features, AnchorState(cfg.paec.anchor_steps, cfg.paec.floor_ratio),
+                            cfg.paec)
+    ends = torch.cumsum(roll.completion_mask.sum(-1), 0).tolist()
+    for row, end in enumerate(ends):
+        start = ends[row - 1] if row else 0
+        if row % samples == 0:
+            ex = examples[row // samples]
+            print(f"Q: {ex.messages[-1]['content']}   (answer {ex.item['answer']})")
+        ids = roll.completion_ids[row][roll.completion_mask[row]]
+        text = render(tok, ids, batch.mask.weights[start:end], features.select(slice(start,
+                                                                                     end)))
+        print(f"  {row % samples}: {text}")
+    m = batch.metrics()
+    print(f"  {len(features)} tokens: entropy {m['entropy']:.2f}, top-p entropy "
+          f"{m['entropy/top_p']:.2f}, masked {m['entropy/masked']:.2f} nats; "
+          f"{m['paec/mask_frac_above_half']:.0%} of positions selected\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="PAEC fine-tuning of SmolLM2, offline")
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--model", default="builtin:smollm2-135m-instruct")
-    ap.add_argument("--prompts", type=int, default=4)
-    ap.add_argument("--samples", type=int, default=4, help="completions per prompt (G)")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output-dir", type=Path, default=None,
+                    help="where checkpoints go (default: a temporary folder)")
     args = ap.parse_args(argv)
-
     t0 = time.perf_counter()
-    print(f"loading {args.model} (converted once to a cached folder on first use) ...")
-    model, tokenizer = load_model_and_tokenizer(args.model)
-    problems = arithmetic_problems(args.prompts, args.seed)
-    print(f"  loaded in {time.perf_counter() - t0:.1f} s; sampling {args.samples} completions "
-          f"of {len(problems)} problems, up to {args.max_new_tokens} tokens each")
-    t1 = time.perf_counter()
-    roll = sample_rollouts(model, tokenizer, [q for q, _ in problems], samples=args.samples,
-                           max_new_tokens=args.max_new_tokens, seed=args.seed)
-    t2 = time.perf_counter()
-    cfg = PAECConfig()
-    features = token_features(roll.logits, cfg.top_p, top_k=cfg.top_k)
-    t3 = time.perf_counter()
-    # One optimisation batch with an anchor frozen on it, so the floor and penalty show.
-    anchor = AnchorState(warmup_steps=1, floor_ratio=cfg.floor_ratio)
-    batch = PAECBatch.build(features, anchor, cfg)
-    anchor.observe(batch.masked_entropy)
-    n_tok = len(features)
-    print(f"  sampled {n_tok} completion tokens in {t2 - t1:.1f} s; features of "
-          f"{n_tok} x {roll.logits.shape[1]} logits in {(t3 - t2) * 1000:.0f} ms\n")
+    with tempfile.TemporaryDirectory(prefix="paec-demo-") as tmp:
+        out = args.output_dir or Path(tmp)
+        cfg = demo_config(out, args.steps, args.model)
+        print(f"[1/4] loading {cfg.model} (converted once into a cached folder) ...")
+        log = JsonlMetrics(out / "metrics.jsonl")
+        trainer = Trainer(cfg, [log])
+        print(f"      loaded in {time.perf_counter() - t0:.0f} s on {trainer.device}\n")
+        print("PAEC's mask on a few sampled completions; [token|H^p] marks selected positions:")
+        show_mask(trainer)
 
-    completions = roll.sequences[:, roll.prompt_len:]  # (B, T)
-    offsets = torch.cumsum(roll.completion_mask.sum(-1), 0).tolist()
-    starts = [0, *offsets[:-1]]
-    for i, (start, end) in enumerate(zip(starts, offsets, strict=True)):
-        question, answer = problems[i // args.samples]
-        if i % args.samples == 0:
-            print(f"Q: {question}   (answer {answer})")
-        ids = completions[i][roll.completion_mask[i]]
-        text = render(tokenizer, ids, batch.mask.weights[start:end], features.select(
-            slice(start, end)))
-        print(f"  {i % args.samples}: {text}")
-    print()
-    metrics = PAECBatch.build(features, anchor, cfg).metrics()
-    sizes = features.nucleus_size
-    metrics["paec/fast_path_share"] = float((sizes <= cfg.top_k).double().mean())
-    width = max(len(k) for k in metrics)
-    print("batch metrics (docs/metrics.md); [token|H^p] marks positions with mask > 0.5:")
-    for key, value in metrics.items():
-        print(f"  {key:<{width}}  {value:.4f}")
-    print(f"\ndone in {time.perf_counter() - t0:.1f} s")
+        print(f"[2/4] evaluation before training, {len(trainer.val_examples)} held-out "
+              f"problems x {cfg.eval_k} samples ...")
+        before = trainer.evaluate()
+        print("      " + "  ".join(f"{k} {v:.3f}" for k, v in before.items()) + "\n")
+
+        print(f"[3/4] PAEC training: {cfg.steps} steps x {cfg.prompts_per_step} prompts x "
+              f"{cfg.group_size} samples, anchor over the first {cfg.paec.anchor_steps} "
+              "steps, then the floor holds the masked entropy")
+        bar = ProgressBar(cfg.steps, 0)
+        trainer.callbacks.append(bar)
+        result = trainer.train()
+        bar.close()
+        trainer.callbacks.remove(bar)
+        if result.status != "completed" or result.checkpoint is None:
+            print(f"training ended {result.status} at step {result.step}", file=sys.stderr)
+            return 1
+        first, last = result.history[0], result.history[-1]
+        nan = float("nan")  # a step where every group had equal rewards made no update
+        print(f"      reward {first['reward/mean']:.3f} -> {last['reward/mean']:.3f}; masked "
+              f"entropy {last.get('entropy/masked', nan):.3f} vs floor "
+              f"{last.get('paec/floor', nan):.3f}; "
+              f"{sum(m['time/step'] for m in result.history):.0f} s\n")
+
+        print("[4/4] evaluation after training, and the checkpoint ...")
+        after = trainer.evaluate()
+        for key in before:
+            print(f"      {key:12s} {before[key]:.3f} -> {after[key]:.3f}")
+        bad = verify_checkpoint(result.checkpoint)
+        if bad:
+            print(f"checkpoint files do not match their sha256: {bad}", file=sys.stderr)
+            return 1
+        from transformers import AutoModelForCausalLM
+
+        reloaded = AutoModelForCausalLM.from_pretrained(result.checkpoint)
+        n_params = sum(p.numel() for p in reloaded.parameters())
+        print(f"      {result.checkpoint.name}: sha256 verified, reloads with "
+              f"AutoModelForCausalLM ({n_params / 1e6:.0f}M parameters)")
+        print(f"\ndone in {time.perf_counter() - t0:.0f} s; per-step metrics: "
+              f"{out / 'metrics.jsonl'}" + ("" if args.output_dir else " (temporary)"))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
