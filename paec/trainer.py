@@ -19,6 +19,7 @@ metrics and asks the loop to stop (cancel, or pause with a checkpoint) between s
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.device = resolve_device(cfg.device)
         self.output_dir = Path(cfg.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # The run's config beside its checkpoints: `python -m paec train <it> --resume auto`.
+        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
         lora = cfg.lora_rank > 0
         # A full checkpoint is the model itself; a LoRA one is an adapter on the base model.
