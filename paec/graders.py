@@ -9,10 +9,9 @@ math_verify. Specs are OpenAI's grader JSON objects (docs: openai-compat a.3.9-a
 `Grader.grade` never raises for a problem in a sample, an item or user code: it returns reward
 0.0 with an error flag (the RunGraderResponse error names, plus `timeout_error`).
 
-Templates: `{{ sample.output_text }}`, `{{ sample.output_json.key }}` (the sample parsed as
-JSON), `{{ item.key }}` and nested `{{ item.a.b }}` (list elements by index, `item.a.0`).
-Namespaces and sample fields are checked when the grader is built; a missing item key is an
-`invalid_variable_error` when grading. Non-string values render as JSON.
+Templates (`{{ sample.output_text }}`, `{{ item.key }}`, ...) live in paec.templates, multi's
+`calculate_output` formula in paec.formula and GraderError in paec.grader_errors; this module
+re-exports their public names.
 
 Threads: math-verify's own timeouts use SIGALRM, which only a main thread may use. In the main
 thread math_verify grades in-process with those timeouts; in any other thread a batch is
@@ -21,19 +20,19 @@ graded in one child process (paec.sandbox) whose alarm and wall clock bound it.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import re
 import statistics
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from paec.formula import MAX_FORMULA_CHARS, MAX_FORMULA_DEPTH, Formula
+from paec.grader_errors import GraderError
 from paec.sandbox import (
     DEFAULT_LIMITS,
     MATH_VERIFY_LIMITS,
@@ -47,6 +46,15 @@ from paec.sandbox import (
     run_math_verify,
     run_python_grader,
 )
+from paec.templates import SAMPLE_FIELDS, Template, _VariableError
+
+__all__ = [  # the public names, including those of paec.templates, .formula, .grader_errors
+    "ERROR_KEYS", "MAX_FORMULA_CHARS", "MAX_FORMULA_DEPTH", "SAMPLE_FIELDS", "SUPPORTED_METRICS",
+    "Formula", "GradeResult", "Grader", "GraderError", "GraderSpec", "MathVerifyGrader",
+    "MathVerifySpec", "MultiGrader", "MultiSpec", "PythonGrader", "PythonSpec", "StringCheckGrader",
+    "StringCheckSpec", "StringOperation", "Template", "TextSimilarityGrader", "TextSimilaritySpec",
+    "build_grader", "fuzzy_match", "grade_batch", "lcs_length", "validate_grader",
+]
 
 ERROR_KEYS = (
     "formula_parse_error", "invalid_variable_error", "model_grader_parse_error",
@@ -55,19 +63,6 @@ ERROR_KEYS = (
     "truncated_observation_error", "unresponsive_reward_error", "timeout_error",
 )
 """The boolean error flags of OpenAI's RunGraderResponse (a.3.11), plus our `timeout_error`."""
-MAX_FORMULA_CHARS = 1000
-"""Longest `calculate_output` accepted."""
-MAX_FORMULA_DEPTH = 50
-"""Deepest nesting of a formula (bounds the recursion of checking and evaluating it)."""
-
-
-class GraderError(ValueError):
-    """An invalid grader spec; the message starts with the field path (`grader.graders.acc`)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
 
 @dataclass(frozen=True)
 class GradeResult:
@@ -90,85 +85,6 @@ class GradeResult:
 def _failed(flag: str, detail: str | None, elapsed: float = 0.0) -> GradeResult:
     return GradeResult(0.0, errors={key: key == flag for key in ERROR_KEYS},
                        error_details=detail, execution_time=elapsed)
-
-
-# ---- templates ----
-
-_TAG = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-SAMPLE_FIELDS = ("output_text", "output_json")
-"""The `sample.*` template variables (and the keys of the python grader's `sample` dict)."""
-
-
-class _VariableError(Exception):
-    def __init__(self, flag: str, detail: str) -> None:
-        super().__init__(detail)
-        self.flag = flag
-
-
-@dataclass(frozen=True)
-class Template:
-    """A parsed template: literal text and `(namespace, key, ...)` variable paths, alternating."""
-
-    parts: tuple[str | tuple[str, ...], ...]
-
-    @classmethod
-    def parse(cls, text: str, path: str) -> Template:
-        parts: list[str | tuple[str, ...]] = []
-        pos = 0
-        for tag in _TAG.finditer(text):
-            parts.append(text[pos:tag.start()])
-            var = tuple(tag.group(1).split("."))
-            if len(var) < 2 or var[0] not in ("item", "sample") or not all(var):
-                raise GraderError(path, f"template variable {{{{ {tag.group(1)} }}}} must be "
-                                  "item.<key> or sample.<field>")
-            if var[0] == "sample" and var[1] not in SAMPLE_FIELDS:
-                raise GraderError(path, f"unknown sample variable {var[1]!r}; known: "
-                                  + ", ".join(SAMPLE_FIELDS))
-            parts.append(var)
-            pos = tag.end()
-        parts.append(text[pos:])
-        return cls(tuple(p for p in parts if p != ""))
-
-    def render(self, sample_text: str, item: Mapping[str, Any]) -> str:
-        """The text with variables filled in; raises _VariableError."""
-        out = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value = _lookup(part, sample_text, item)
-            # default=str: an item value JSON cannot hold (a date) renders as its str().
-            out.append(value if isinstance(value, str)
-                       else json.dumps(value, ensure_ascii=False, default=str))
-        return "".join(out)
-
-
-def _sample_json(sample_text: str) -> Any:
-    try:
-        return json.loads(sample_text)
-    except ValueError as exc:
-        raise _VariableError("sample_parse_error", f"sample is not JSON: {exc}") from exc
-
-
-def _lookup(var: tuple[str, ...], sample_text: str, item: Mapping[str, Any]) -> Any:
-    if var[0] == "sample":
-        value: Any = sample_text if var[1] == "output_text" else _sample_json(sample_text)
-        start = 2
-    else:
-        value, start = item, 1
-    for i in range(start, len(var)):
-        key = var[i]
-        try:
-            if isinstance(value, Mapping):
-                value = value[key]
-            elif isinstance(value, list) and key.lstrip("-").isdigit():
-                value = value[int(key)]
-            else:
-                raise LookupError
-        except LookupError:
-            raise _VariableError("invalid_variable_error", f"{{{{ {'.'.join(var)} }}}}: "
-                                 f"{'.'.join(var[:i])} has no {key!r}") from None
-    return value
 
 
 # ---- specs and their validation ----
@@ -303,90 +219,6 @@ def validate_grader(spec: Mapping[str, Any], path: str = "grader") -> GraderSpec
         return MultiSpec(_str(spec, "name", path), subs, formula)
     raise GraderError(f"{path}.type", "must be one of string_check, text_similarity, python, "
                       f"multi, math_verify, got {kind!r}")
-
-
-# ---- multi's formula: a whitelisted ast, walked (never eval'd) ----
-
-_FUNCTIONS: dict[str, tuple[Callable[..., float], int, int]] = {
-    "min": (min, 2, 64), "max": (max, 2, 64), "abs": (abs, 1, 1), "sqrt": (math.sqrt, 1, 1),
-    "log": (math.log, 1, 1), "exp": (math.exp, 1, 1), "floor": (math.floor, 1, 1),
-    "ceil": (math.ceil, 1, 1),
-}
-_BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
-    ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b,
-}
-
-
-@dataclass(frozen=True)
-class Formula:
-    """`calculate_output`: + - * / (unary + -), parentheses, numbers, sub-grader names and
-    the functions min, max, abs, sqrt, log, exp, floor, ceil."""
-
-    text: str
-    tree: ast.expr
-
-    @classmethod
-    def parse(cls, text: str, names: Sequence[str], path: str) -> Formula:
-        if len(text) > MAX_FORMULA_CHARS:
-            raise GraderError(path, f"longer than {MAX_FORMULA_CHARS} characters")
-        try:
-            tree = ast.parse(text.strip(), mode="eval").body
-        except (SyntaxError, RecursionError, MemoryError) as exc:
-            raise GraderError(path, f"cannot parse formula: {exc}") from None
-        cls._check(tree, frozenset(names), path, 0)
-        return cls(text, tree)
-
-    @classmethod
-    def _check(cls, node: ast.expr, names: frozenset[str], path: str, depth: int) -> None:
-        if depth > MAX_FORMULA_DEPTH:
-            raise GraderError(path, f"nested deeper than {MAX_FORMULA_DEPTH}")
-        children: list[ast.expr] = []
-        if isinstance(node, ast.Constant):
-            if (isinstance(node.value, bool) or not isinstance(node.value, int | float)
-                    or not math.isfinite(float(node.value))):
-                raise GraderError(path, f"unsupported constant {node.value!r}")
-        elif isinstance(node, ast.Name):
-            if node.id not in names:
-                raise GraderError(path, f"unknown name {node.id!r}; graders: "
-                                  + ", ".join(sorted(names)))
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
-            children = [node.operand]
-        elif isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            children = [node.left, node.right]
-        elif isinstance(node, ast.Call):
-            fn = node.func.id if isinstance(node.func, ast.Name) else ""
-            if fn not in _FUNCTIONS or node.keywords:
-                raise GraderError(path, f"function {ast.unparse(node.func)!r} is not allowed; "
-                                  "allowed: " + ", ".join(sorted(_FUNCTIONS)))
-            _, low, high = _FUNCTIONS[fn]
-            if not low <= len(node.args) <= high:
-                raise GraderError(path, f"{fn}() takes {low} to {high} arguments")
-            children = node.args
-        else:
-            raise GraderError(path, f"{ast.unparse(node)!r} is not allowed: only numbers, "
-                              "grader names, + - * /, parentheses and functions")
-        for child in children:
-            cls._check(child, names, path, depth + 1)
-
-    def evaluate(self, values: Mapping[str, float]) -> float:
-        """The formula's value; raises ArithmeticError / ValueError (x/0, log(0), overflow)."""
-        return float(self._eval(self.tree, values))
-
-    def _eval(self, node: ast.expr, values: Mapping[str, float]) -> float:
-        if isinstance(node, ast.Constant):
-            assert isinstance(node.value, int | float)  # by _check
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            return values[node.id]
-        if isinstance(node, ast.UnaryOp):
-            value = self._eval(node.operand, values)
-            return -value if isinstance(node.op, ast.USub) else value
-        if isinstance(node, ast.BinOp):
-            return _BINARY[type(node.op)](self._eval(node.left, values),
-                                          self._eval(node.right, values))
-        assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)  # by _check
-        return float(_FUNCTIONS[node.func.id][0](*(self._eval(a, values) for a in node.args)))
 
 
 # ---- similarity ----
