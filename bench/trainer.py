@@ -1,29 +1,26 @@
 """Benchmark of one training step: paec's Trainer against TRL's GRPOTrainer, on this CPU.
 
-Three contenders, each in its own fresh process (so that its peak resident memory is its own):
-  - trl:        trl.GRPOTrainer (transformers generate, no vLLM);
-  - paec-grpo:  paec.trainer.Trainer with use_paec=False (plain GRPO, clip-higher, token-mean);
-  - paec:       the same with use_paec=True (PAEC's defaults).
-Each runs `--warmup` steps (not timed), then `--steps` timed steps; it reports the median step
-time, the split into sampling / grading / training, the RSS after the model is loaded and the
-process peak (VmHWM, and ru_maxrss). Targets (issue): trl / paec-grpo >= 1.3x, paec peak
-memory <= trl's, paec / paec-grpo <= 1.05x (PAEC's overhead over plain GRPO).
+Contenders, each in a fresh process (so that its peak RSS is its own): `trl` (GRPOTrainer,
+transformers generate, no vLLM), `paec-grpo` (paec's Trainer, use_paec=False) and `paec`
+(use_paec=True, defaults). After --warmup untimed steps, --steps timed ones give the median
+step time and its sampling / grading / training split, RSS after the model is loaded, peak
+RSS (VmHWM, ru_maxrss), and the cores other processes kept busy meanwhile (on a shared
+2-core machine any contention spoils timings). Targets (issue): trl / paec-grpo >= 1.3x,
+paec peak memory <= trl's, paec / paec-grpo <= 1.05x (PAEC's overhead over plain GRPO).
 
-Matched between the two sides:
-  - model: a random Llama built by `paec.models.tiny_model` over the real SmolLM2 tokenizer
-    (49,152 tokens), saved to a temporary folder that both load, fp32 on the CPU;
-  - prompts: builtin:add (chat template of that tokenizer, add_generation_prompt);
-  - reward: fuzzy_match(completion, prompt text), so that rewards vary within a group
-    (paec: a text_similarity grader; TRL: a reward function calling the same function);
-  - P prompts x G completions per optimiser step, max completion length, temperature 1.0,
-    top_p 1.0, top_k off, no KL (beta 0, no reference model), one update per batch,
-    micro-batches of the same size, std-normalised group advantages, token-mean loss over the
-    whole batch with clip-higher (0.2 / 0.28), AdamW (torch's, not fused) at a constant LR,
-    grad-norm clip 1.0, no gradient checkpointing, no logging, no saving.
+Matched: the model (a random Llama from `paec.models.tiny_model` over the real SmolLM2
+tokenizer, vocabulary 49,152, saved to a temporary folder both load; fp32, CPU, default torch
+threads); the prompts (builtin:add in the tokenizer's chat template); the reward
+(fuzzy_match(completion, prompt text), so that rewards vary: paec's text_similarity grader, a
+TRL reward function); P prompts x G completions per optimiser step, one update per batch,
+equal micro-batches; max completion length, temperature 1.0, top_p 1.0, no top-k; beta 0 (no
+reference model); std-normalised group advantages; token-mean loss over the whole batch with
+clip-higher 0.2 / 0.28; torch AdamW at a constant LR; grad-norm clip 1.0; no gradient
+checkpointing, logging or saving.
 
     .venv/bin/pip install -c constraints.txt 'trl>=0.20'
-    .venv/bin/python bench/trainer.py                        # the full size (a few minutes)
-    .venv/bin/python bench/trainer.py --n-layer 2 --n-embd 64 -P 2 -G 4 -T 8 --steps 2  # smoke
+    .venv/bin/python bench/trainer.py             # 4 x 4 completions, 24 tokens (~1.5 min)
+    .venv/bin/python bench/trainer.py --n-layer 2 --n-embd 64 -P 2 -G 4 -T 8 --steps 2
 """
 
 from __future__ import annotations
@@ -44,18 +41,38 @@ TRAIN_SIZE = 64
 GRADER = {"type": "text_similarity", "name": "similarity", "input": "{{sample.output_text}}",
           "reference": "{{item.prompt}}", "evaluation_metric": "fuzzy_match"}
 CONTENDERS = ("trl", "paec-grpo", "paec")
+PARTS = ("sampling", "grading", "training")
 
 
 def memory() -> dict[str, float]:
     """This process's current (VmRSS) and peak (VmHWM, ru_maxrss) resident memory, in MB."""
-    status = {}
     with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                status[key] = int(value.split()[0]) / 1024
+        rows = [line.split() for line in f if line.startswith(("VmRSS:", "VmHWM:"))]
+    status = {row[0].rstrip(":"): int(row[1]) / 1024 for row in rows}
     status["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return status
+
+
+def cpu_ticks() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]  # user .. steal (guest is in user)
+    with open("/proc/self/stat") as f:
+        s = f.read().rsplit(")", 1)[1].split()  # from field 3 on: utime, stime are 14, 15
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(v) - v[3] - v[4]) / tick, (int(s[11]) + int(s[12])) / tick
+
+
+class Clock:
+    """Wall time of a window, and the cores other processes kept busy meanwhile (contention)."""
+
+    def start(self) -> None:
+        self.t0, self.c0 = time.perf_counter(), cpu_ticks()
+
+    def stop(self) -> dict[str, float]:
+        wall, (busy, own) = time.perf_counter() - self.t0, cpu_ticks()
+        other = (busy - self.c0[0]) - (own - self.c0[1])
+        return {"step": wall, "other": max(other, 0.0) / wall}
 
 
 def run_paec(a: argparse.Namespace, use_paec: bool) -> dict[str, Any]:
@@ -71,17 +88,14 @@ def run_paec(a: argparse.Namespace, use_paec: bool) -> dict[str, Any]:
                           use_paec=use_paec)  # loss: PolicyLossConfig() (clip-higher, token-mean)
         trainer = Trainer(cfg)
         loaded = memory()["VmRSS"]
-        steps = []
+        steps, clock = [], Clock()
         for i in range(a.warmup + a.steps):
-            t0 = time.perf_counter()
+            clock.start()
             metrics, _ = trainer.train_step(trainer.step + 1)  # as Trainer.train does
             trainer.step += 1
             if i >= a.warmup:
-                steps.append({"step": time.perf_counter() - t0,
-                              "sampling": metrics["time/sampling"],
-                              "grading": metrics["time/grading"],
-                              "training": metrics["time/training"],
-                              "skipped": metrics.get("train/skipped", 0.0)})
+                steps.append(clock.stop() | {k: metrics[f"time/{k}"] for k in PARTS}
+                             | {"skipped": metrics.get("train/skipped", 0.0)})
     return {"loaded": loaded, "steps": steps}
 
 
@@ -129,17 +143,21 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
         parts = {"sampling": 0.0, "grading": 0.0}
         steps: list[dict[str, float]] = []
 
+        # A step runs from one on_step_end to the next, so that it includes what the loop does
+        # before on_step_begin (fetching the step's batches), as paec's step includes drawing
+        # its prompts; on_step_begin -> on_step_end alone was < 0.01 s shorter when checked.
         class StepTimer(TrainerCallback):  # type: ignore[misc]
-            t0 = 0.0
+            clock = Clock()
 
-            def on_step_begin(self, *_: Any, **__: Any) -> None:
-                parts.update(sampling=0.0, grading=0.0)
-                self.t0 = time.perf_counter()
+            def on_train_begin(self, *_: Any, **__: Any) -> None:
+                self.clock.start()
 
             def on_step_end(self, *_: Any, **__: Any) -> None:
-                total = time.perf_counter() - self.t0
-                steps.append({"step": total, **parts,
-                              "training": total - parts["sampling"] - parts["grading"]})
+                step = self.clock.stop()
+                steps.append(step | parts | {
+                    "training": step["step"] - parts["sampling"] - parts["grading"]})
+                parts.update(sampling=0.0, grading=0.0)
+                self.clock.start()
 
         trainer = GRPOTrainer(model=a.model_dir, reward_funcs=similarity, args=args,
                               train_dataset=data, callbacks=[StepTimer()])
@@ -147,10 +165,9 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
         def timed(fn: Any, key: str) -> Any:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 t0 = time.perf_counter()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    parts[key] += time.perf_counter() - t0
+                out = fn(*args, **kwargs)
+                parts[key] += time.perf_counter() - t0
+                return out
             return wrapper
 
         # sampling: prompt tokenisation, generate, decode; grading: the reward function.
@@ -187,16 +204,14 @@ def build_model(a: argparse.Namespace, folder: str) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=256)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("-P", type=int, default=8, help="prompts per step")
-    p.add_argument("-G", type=int, default=8, help="completions per prompt")
-    p.add_argument("-T", type=int, default=32, help="max completion tokens")
-    p.add_argument("--micro", type=int, default=8, help="completions per forward/backward")
+    for flag, default, what in (("--n-layer", 4, "layers"), ("--n-embd", 128, "width"),
+                                ("--n-head", 4, "heads"), ("-P", 4, "prompts per step"),
+                                ("-G", 4, "completions per prompt"),
+                                ("-T", 24, "max completion tokens"),
+                                ("--micro", 8, "completions per forward/backward"),
+                                ("--warmup", 1, "untimed steps"), ("--steps", 5, "timed steps")):
+        p.add_argument(flag, type=int, default=default, help=what)
     p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=5)
     p.add_argument("--only", choices=CONTENDERS, action="append", help="run only these")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -207,15 +222,12 @@ def main() -> None:
         return
     if (a.P * a.G) % a.micro:
         p.error("P * G must be a multiple of --micro")
-    import platform
-
     import torch
     import transformers
     import trl
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"trl {trl.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+          f"trl {trl.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         n_params = build_model(a, folder)
@@ -223,13 +235,10 @@ def main() -> None:
               f"{n_params / 1e6:.1f}M parameters (tied embeddings, vocab 49,152); "
               f"P={a.P} x G={a.G}, T={a.T}, micro-batch {a.micro}, "
               f"{a.warmup} warm-up + {a.steps} timed steps")
-        flags = [f"--n-layer={a.n_layer}", f"--n-embd={a.n_embd}", f"--n-head={a.n_head}",
-                 f"-P={a.P}", f"-G={a.G}", f"-T={a.T}", f"--micro={a.micro}", f"--lr={a.lr}",
-                 f"--warmup={a.warmup}", f"--steps={a.steps}", f"--model-dir={folder}"]
         for name in a.only or CONTENDERS:
-            proc = subprocess.run([sys.executable, __file__, f"--worker={name}", *flags],
-                                  capture_output=True, text=True,
-                                  env=os.environ | {"HF_HUB_OFFLINE": "1"}, check=False)
+            flags = [f"--worker={name}", f"--model-dir={folder}", *sys.argv[1:]]
+            proc = subprocess.run([sys.executable, __file__, *flags], capture_output=True,
+                                  text=True, check=False)  # inherits HF_HUB_OFFLINE=1
             lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not lines:
                 sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -238,34 +247,33 @@ def main() -> None:
 
 
 def report(results: dict[str, dict[str, Any]]) -> None:
-    med = {n: {k: statistics.median(s[k] for s in r["steps"])
-               for k in ("step", "sampling", "grading", "training")}
+    keys = ("step", *PARTS, "other")
+    med = {n: {k: statistics.median(s[k] for s in r["steps"]) for k in keys}
            for n, r in results.items()}
     print(f"\n{'contender':<10} {'step':>7} {'min':>7} {'max':>7} {'sample':>7} {'grade':>7} "
-          f"{'train':>7} {'RSS load':>9} {'VmHWM':>8} {'maxrss':>8} thr")
+          f"{'train':>7} {'other':>5} {'RSS load':>9} {'VmHWM':>8} {'maxrss':>8} thr")
     for n, r in results.items():
-        times = [s["step"] for s in r["steps"]]
-        m = med[n]
+        times, m = [s["step"] for s in r["steps"]], med[n]
         skipped = sum(s.get("skipped", 0.0) for s in r["steps"])
         print(f"{n:<10} {m['step']:>6.3f}s {min(times):>6.3f}s {max(times):>6.3f}s "
               f"{m['sampling']:>6.3f}s {m['grading']:>6.3f}s {m['training']:>6.3f}s "
-              f"{r['loaded']:>6.0f} MB {r['VmHWM']:>5.0f} MB {r['ru_maxrss']:>5.0f} MB "
-              f"{r['threads']}" + (f"  ({skipped:.0f} steps skipped)" if skipped else ""))
-    print("(medians over the timed steps; sample/grade/train: medians of each part)")
-
-    def ratio(a: str, b: str, label: str, target: str) -> None:
+              f"{m['other']:>5.2f} {r['loaded']:>6.0f} MB {r['VmHWM']:>5.0f} MB "
+              f"{r['ru_maxrss']:>5.0f} MB {r['threads']}"
+              + (f"  ({skipped:.0f} updates skipped)" if skipped else ""))
+    print("step, sample, grade, train, other: medians over the timed steps; other: cores kept "
+          "busy by\nother processes meanwhile (contention); RSS load: after the model is loaded\n")
+    for a, b, label in (("trl", "paec-grpo", "trl / paec-grpo step time  (target >= 1.3)"),
+                        ("trl", "paec", "trl / paec step time"),
+                        ("paec", "paec-grpo", "paec / paec-grpo step time (target <= 1.05)")):
         if a in med and b in med:
-            print(f"{label}: {med[a]['step'] / med[b]['step']:.2f}x  {target}")
-
-    print()
-    ratio("trl", "paec-grpo", "trl / paec-grpo step time", "(target >= 1.3)")
-    ratio("trl", "paec", "trl / paec step time     ", "")
-    ratio("paec", "paec-grpo", "paec / paec-grpo (PAEC overhead)", "(target <= 1.05)")
+            print(f"{label}: {med[a]['step'] / med[b]['step']:.2f}x")
     for n in ("paec-grpo", "paec"):
         if n in results and "trl" in results:
             mine, theirs = results[n]["VmHWM"], results["trl"]["VmHWM"]
-            print(f"peak memory {n} / trl: {mine:.0f} / {theirs:.0f} MB = {mine / theirs:.2f}  "
-                  "(target <= 1)")
+            print(f"peak memory {n} / trl (target <= 1): {mine:.0f} / {theirs:.0f} MB "
+                  f"= {mine / theirs:.2f}")
+    if max(m["other"] for m in med.values()) > 0.2:
+        print("WARNING: other processes used the CPU during the timed steps: rerun when idle")
 
 
 if __name__ == "__main__":
