@@ -20,6 +20,7 @@ Run `python bench/features.py` for the speed and memory figures in docs/benchmar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from torch import Tensor
 
 _BLOCK = 64  # vocabulary block for the block-maxima top-k; 64 floats = one 256-byte run
 _FALLBACK_K_FACTOR = 16  # top-p search tiers: k, 16k, 256k, ..., then a full sort
+_DENSE_NUCLEUS = 1024  # differentiable H^p: nuclei larger than this use a mask, not a top-k
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class TokenFeatures:
     top_p_entropy: Tensor  # (N,) H^p
     nucleus_size: Tensor  # (N,) int64 |N|
     top2_gap: Tensor  # (N,) log p1 - log p2
+    nucleus_min_logit: Tensor  # (N,) the logit of the last token inside the nucleus
 
     def __len__(self) -> int:
         return int(self.entropy.shape[0])
@@ -46,7 +49,7 @@ class TokenFeatures:
         """The features of a subset of positions (a slice, a bool mask or indices)."""
         return TokenFeatures(
             self.entropy[index], self.top_p_entropy[index],
-            self.nucleus_size[index], self.top2_gap[index],
+            self.nucleus_size[index], self.top2_gap[index], self.nucleus_min_logit[index],
         )
 
     @staticmethod
@@ -55,6 +58,7 @@ class TokenFeatures:
         return TokenFeatures(
             torch.cat([f.entropy for f in parts]), torch.cat([f.top_p_entropy for f in parts]),
             torch.cat([f.nucleus_size for f in parts]), torch.cat([f.top2_gap for f in parts]),
+            torch.cat([f.nucleus_min_logit for f in parts]),
         )
 
 
@@ -70,71 +74,117 @@ def token_features(
 
     Logits must be finite or -inf (masked tokens); each row needs at least one finite value.
     """
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must be (N, V) with V >= 2, got shape {tuple(logits.shape)}")
+    _check_logits(logits)
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     n_rows, vocab = logits.shape
     device = logits.device
-    chunk = chunk_size or default_chunk_size(device)
     out_h = torch.empty(n_rows, device=device)  # (N,)
     out_hp = torch.empty(n_rows, device=device)  # (N,)
     out_n = torch.empty(n_rows, dtype=torch.long, device=device)  # (N,)
     out_gap = torch.empty(n_rows, device=device)  # (N,)
-    # Two reused float32 work buffers: allocating ~20 MB per chunk costs more than the math.
-    shifted = torch.empty(min(chunk, n_rows), vocab, device=device)  # (C, V)
-    expd = torch.empty_like(shifted)  # (C, V)
+    out_min = torch.empty(n_rows, device=device)  # (N,)
     with torch.no_grad():
-        for start in range(0, n_rows, chunk):
-            z = logits[start:start + chunk]  # (c, V)
-            if z.dtype != torch.float32:
-                z = z.float()  # (c, V) bf16 / fp16 logits: all arithmetic in float32
+        for start, z, work in _chunks(logits, chunk_size):
             c = z.shape[0]
             vals, _ = _topk(z, min(top_k, vocab))  # (c, k) descending
-            z_sh = torch.sub(z, vals[:, :1], out=shifted[:c])  # (c, V) z - max, <= 0
-            e = torch.exp(z_sh, out=expd[:c])  # (c, V) exp(z - max) in (0, 1]
-            s = e.sum(-1, dtype=torch.float64)  # (c,) f64: the nucleus boundary depends on it
-            log_s = s.log()  # (c,)
-            # H = log s - sum_v e_v (z_v - max) / s: every term is small, so fp32 keeps digits.
-            ez = torch.linalg.vecdot(e, z_sh)  # (c,)  NaN where a logit is -inf (0 * -inf)
-            bad = ez.isnan()  # (c,)
-            if bad.any():
-                eb, zb = e[bad], z_sh[bad]  # (b, V)
-                ez[bad] = torch.where(eb > 0, eb * zb, 0.0).sum(-1)
-            out_h[start:start + c] = log_s - ez / s
+            h, log_s = _entropy_rows(z, vals[:, :1], work)  # (c,), (c,) f64
+            out_h[start:start + c] = h
             out_gap[start:start + c] = vals[:, 0] - vals[:, 1]
-            hp, n = _top_p_rows(z, vals, vals[:, :1] + log_s[:, None], top_p)
+            hp, n, last = _top_p_rows(z, vals, vals[:, :1] + log_s[:, None], top_p)
             out_hp[start:start + c] = hp
             out_n[start:start + c] = n
-    return TokenFeatures(out_h, out_hp, out_n, out_gap)
+            out_min[start:start + c] = last
+    return TokenFeatures(out_h, out_hp, out_n, out_gap, out_min)
 
 
-def _top_p_rows(z: Tensor, vals: Tensor, lse: Tensor, p: float) -> tuple[Tensor, Tensor]:
-    """H^p and |N| of rows `z` (c, V) given their descending top-k `vals` (c, k) and
-    log-normaliser `lse` (c, 1): exact from the top-k where its mass reaches p; the other rows
-    retry with a 16x larger k, and so on, and a full sort settles the last ones."""
+def token_entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """Only the detached full entropy of `logits` (N, V) -> (N,), float32: the pass that
+    `token_features` builds on, for runs that need no top-p statistics."""
+    _check_logits(logits)
+    out = torch.empty(logits.shape[0], device=logits.device)  # (N,)
+    with torch.no_grad():
+        for start, z, work in _chunks(logits, chunk_size):
+            out[start:start + z.shape[0]] = _entropy_rows(z, z.amax(-1, keepdim=True), work)[0]
+    return out
+
+
+def _check_logits(logits: Tensor) -> None:
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be (N, V) with V >= 2, got shape {tuple(logits.shape)}")
+
+
+def _chunks(logits: Tensor, chunk_size: int | None
+            ) -> Iterator[tuple[int, Tensor, tuple[Tensor, Tensor]]]:
+    """(start, float32 rows (c, V), work buffers) for each chunk of rows. The two work
+    buffers are reused: allocating ~20 MB per chunk costs more than the math on it."""
+    n_rows, vocab = logits.shape
+    chunk = chunk_size or default_chunk_size(logits.device)
+    shifted = torch.empty(min(chunk, n_rows), vocab, device=logits.device)  # (C, V)
+    expd = torch.empty_like(shifted)  # (C, V)
+    for start in range(0, n_rows, chunk):
+        z = logits[start:start + chunk]  # (c, V)
+        if z.dtype != torch.float32:
+            z = z.float()  # (c, V) bf16 / fp16 logits: all arithmetic in float32
+        yield start, z, (shifted[:z.shape[0]], expd[:z.shape[0]])
+
+
+def _entropy_rows(z: Tensor, row_max: Tensor, work: tuple[Tensor, Tensor]
+                  ) -> tuple[Tensor, Tensor]:
+    """Full entropy (c,) and log sum exp(z - max) (c,) in float64, of rows `z` (c, V) whose
+    maxima are `row_max` (c, 1): one exp pass and one dot product."""
+    z_sh = torch.sub(z, row_max, out=work[0])  # (c, V) z - max, <= 0
+    e = torch.exp(z_sh, out=work[1])  # (c, V) exp(z - max) in (0, 1]
+    s = e.sum(-1, dtype=torch.float64)  # (c,) f64: the nucleus boundary depends on it
+    # H = log s - sum_v e_v (z_v - max) / s: every term is small, so fp32 keeps digits.
+    ez = torch.linalg.vecdot(e, z_sh)  # (c,)  NaN where a logit is -inf (0 * -inf)
+    bad = ez.isnan()  # (c,)
+    if bad.any():
+        eb, zb = e[bad], z_sh[bad]  # (b, V)
+        ez[bad] = torch.where(eb > 0, eb * zb, 0.0).sum(-1)
+    log_s = s.log()  # (c,)
+    return (log_s - ez / s).float(), log_s
+
+
+def _top_p_rows(z: Tensor, vals: Tensor, lse: Tensor, p: float
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """H^p, |N| and the logit of the last nucleus token, of rows `z` (c, V) given their
+    descending top-k `vals` (c, k) and log-normaliser `lse` (c, 1). Exact from the top-k where
+    its mass reaches p; the other rows go to a 16x larger k, and so on, then a full sort. A
+    tier is skipped for a row when even its bound on the tier's mass (the mass found so far
+    plus the smallest probability found times the tokens still to come) falls short of p."""
     vocab = z.shape[1]
     lse = lse.double()  # (c, 1) the nucleus boundary is a cumulative sum: decide it in f64
-    hp, n, covered = _nucleus(vals.double() - lse, p, complete=vals.shape[1] == vocab)
-    rows = (~covered).nonzero().squeeze(1)  # (r,) rows still open
     k = vals.shape[1]
+    hp, n, covered, mass, smallest = _nucleus(vals.double() - lse, p, complete=k == vocab)
+    last = vals.gather(1, (n - 1)[:, None]).squeeze(1).float()  # (c,)
+    known = torch.full_like(n, k)  # (c,) length of the sorted prefix each row was seen to
+    rows = (~covered).nonzero().squeeze(1)  # (r,) rows still open
     while rows.numel() > 0:
         k = min(k * _FALLBACK_K_FACTOR, vocab)
-        zr = z[rows]  # (r, V)
-        if k < vocab:
-            top, _ = _topk(zr, k)  # (r, k)
-        else:
-            top = zr.sort(dim=-1, descending=True).values  # (r, V)
-        hp_r, n_r, cov_r = _nucleus(top.double() - lse[rows], p, complete=k == vocab)
-        hp[rows], n[rows] = hp_r, n_r
-        rows = rows[~cov_r]
-    return hp, n
+        bound = mass[rows] + (k - known[rows]) * smallest[rows]  # (r,) max mass of the top-k
+        # Rows whose bound falls short cannot finish in this tier: they wait for a larger k.
+        rows_now = rows[bound >= p] if k < vocab else rows  # (r',)
+        if rows_now.numel() > 0:
+            zr = z[rows_now]  # (r', V)
+            top = (_topk(zr, k)[0] if k < vocab
+                   else zr.sort(dim=-1, descending=True).values)  # (r', k)
+            hp_r, n_r, cov_r, mass_r, small_r = _nucleus(top.double() - lse[rows_now], p,
+                                                         complete=k == vocab)
+            hp[rows_now], n[rows_now] = hp_r, n_r
+            last[rows_now] = top.gather(1, (n_r - 1)[:, None]).squeeze(1).float()
+            mass[rows_now], smallest[rows_now] = mass_r, small_r
+            covered[rows_now], known[rows_now] = cov_r, k
+        rows = rows[~covered[rows]]
+    return hp, n, last
 
 
-def _nucleus(logp: Tensor, p: float, *, complete: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _nucleus(logp: Tensor, p: float, *, complete: bool
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Nucleus of rows from their descending log-probs `logp` (r, k), a prefix of the sorted
-    distribution. Returns H^p (r,), |N| (r,) and whether the prefix held the whole nucleus (r,)
-    (`complete` says the prefix is the whole vocabulary)."""
+    distribution. Returns H^p (r,), |N| (r,), whether the prefix held the whole nucleus (r,)
+    (`complete` says the prefix is the whole vocabulary), the prefix's mass (r,) and its
+    smallest probability (r,)."""
     probs = logp.exp()  # (r, k)
     cum = probs.cumsum(-1)  # (r, k)
     before = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=-1)  # (r, k) mass ahead
@@ -147,7 +197,7 @@ def _nucleus(logp: Tensor, p: float, *, complete: bool) -> tuple[Tensor, Tensor,
     size = inside.sum(-1)  # (r,)
     hp = torch.where(size > 1, (mass.log() - plogp / mass).clamp_min(0.0), 0.0)  # (r,)
     covered = (cum[:, -1] >= p) | complete  # (r,)
-    return hp, size, covered
+    return hp, size, covered, cum[:, -1], probs[:, -1]
 
 
 def _topk(z: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -206,39 +256,65 @@ class _Entropy(torch.autograd.Function):
 
 class _TopPEntropy(torch.autograd.Function):
     """H^p over a given (detached) nucleus; dH^p/dz_v = -q_v (log q_v + H^p) inside it, 0
-    outside (the nucleus is piecewise constant in z, so it carries no gradient)."""
+    outside (the nucleus is piecewise constant in z, so it carries no gradient).
+
+    Small nuclei are gathered with a top-k of their size. Large ones (flat rows) would make
+    that top-k a near-sort, so when the boundary logit is known the nucleus is the mask
+    z >= boundary, used where it holds exactly |N| tokens (a tie at the boundary falls back
+    to the top-k), and recomputed in the backward pass instead of being stored."""
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, nucleus_size: Tensor, chunk: int) -> Tensor:
+    def forward(ctx: Any, logits: Tensor, nucleus_size: Tensor, min_logit: Tensor | None,
+                chunk: int) -> Tensor:
         dtype = _compute_dtype(logits)
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)  # (N,)
-        saved: list[tuple[int, Tensor, Tensor, Tensor]] = []
+        sparse: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # rows, idx, q, log q
+        dense: list[Tensor] = []  # rows whose nucleus is the mask z >= boundary
         for start in range(0, logits.shape[0], chunk):
             z = logits[start:start + chunk].to(dtype)  # (c, V)
             n = nucleus_size[start:start + chunk]  # (c,)
-            k = int(n.max()) if n.numel() else 1
-            vals, idx = torch.topk(z, k, dim=-1)  # (c, k)
-            inside = torch.arange(k, device=z.device) < n[:, None]  # (c, k)
-            vals = vals.masked_fill(~inside, -torch.inf)  # (c, k)
-            logq = torch.log_softmax(vals, dim=-1)  # (c, k)
-            q = logq.exp()  # (c, k)  0 outside the nucleus
-            h = -torch.where(inside, q * logq, 0.0).sum(-1)  # (c,)
-            out[start:start + chunk] = h
-            saved.append((start, idx, q, torch.where(inside, logq, 0.0)))
-        ctx.saved = saved
-        ctx.shape, ctx.dtype = logits.shape, logits.dtype
-        ctx.save_for_backward(out)
+            rows = torch.arange(start, start + z.shape[0], device=z.device)  # (c,)
+            by_mask = torch.zeros_like(n, dtype=torch.bool)  # (c,)
+            if min_logit is not None and int(n.max()) > _DENSE_NUCLEUS:
+                inside = z >= min_logit[rows][:, None].to(dtype)  # (c, V)
+                by_mask = (inside.sum(-1) == n) & (n > _DENSE_NUCLEUS)  # (c,)
+                if bool(by_mask.any()):
+                    logq, q, _ = _masked_nucleus(z[by_mask], inside[by_mask])  # (d, V)
+                    out[rows[by_mask]] = -torch.where(inside[by_mask], q * logq, 0.0).sum(-1)
+                    dense.append(rows[by_mask])
+            if bool(by_mask.all()):
+                continue
+            zs, ns = z[~by_mask], n[~by_mask]  # (s, V), (s,)
+            k = int(ns.max())
+            vals, idx = torch.topk(zs, k, dim=-1)  # (s, k)
+            inside_k = torch.arange(k, device=z.device) < ns[:, None]  # (s, k)
+            logq_k = torch.log_softmax(vals.masked_fill(~inside_k, -torch.inf), dim=-1)  # (s, k)
+            q_k = logq_k.exp()  # (s, k)  0 outside the nucleus
+            out[rows[~by_mask]] = -torch.where(inside_k, q_k * logq_k, 0.0).sum(-1)
+            sparse.append((rows[~by_mask], idx, q_k, torch.where(inside_k, logq_k, 0.0)))
+        ctx.sparse, ctx.dense, ctx.dtype = sparse, dense, logits.dtype
+        ctx.save_for_backward(logits, out, min_logit)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, None, None]:
-        (h,) = ctx.saved_tensors
-        grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=h.device)  # (N, V)
-        for start, idx, q, logq in ctx.saved:
-            c = idx.shape[0]
-            g = -q * (logq + h[start:start + c, None]) * grad_h[start:start + c, None]  # (c, k)
-            grad[start:start + c].scatter_(1, idx, g.to(ctx.dtype))
-        return grad, None, None
+    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, None, None, None]:
+        logits, h, min_logit = ctx.saved_tensors
+        grad = torch.zeros_like(logits)  # (N, V)
+        for rows, idx, q, logq in ctx.sparse:
+            g = -q * (logq + h[rows, None]) * grad_h[rows, None]  # (s, k)
+            grad[rows] = torch.zeros_like(grad[rows]).scatter_(1, idx, g.to(ctx.dtype))
+        for rows in ctx.dense:
+            z = logits[rows].to(h.dtype)  # (d, V)
+            logq, q, inside = _masked_nucleus(z, z >= min_logit[rows][:, None].to(h.dtype))
+            g = -q * (logq + h[rows, None]) * grad_h[rows, None]  # (d, V)
+            grad[rows] = torch.where(inside, g, 0.0).to(ctx.dtype)
+        return grad, None, None, None
+
+
+def _masked_nucleus(z: Tensor, inside: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """log q, q over the tokens `inside` (d, V) of rows `z` (d, V) (0 and -inf outside)."""
+    logq = torch.log_softmax(z.masked_fill(~inside, -torch.inf), dim=-1)  # (d, V)
+    return logq, logq.exp(), inside
 
 
 def entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
@@ -251,11 +327,14 @@ def entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
 
 
 def top_p_entropy(
-    logits: Tensor, nucleus_size: Tensor, *, chunk_size: int | None = None
+    logits: Tensor, nucleus_size: Tensor, *, nucleus_min_logit: Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
-    """Differentiable H^p of each row of `logits` (N, V) -> (N,) over the nucleus of size
-    `nucleus_size` (N,) found by `token_features` (detached): the penalty's entropy."""
+    """Differentiable H^p of each row of `logits` (N, V) -> (N,) over the nucleus found by
+    `token_features` (detached): its size `nucleus_size` (N,) and, optionally, its boundary
+    `nucleus_min_logit` (N,), which makes large nuclei cheap. The penalty's entropy."""
     chunk = chunk_size or default_chunk_size(logits.device)
+    min_logit = None if nucleus_min_logit is None else nucleus_min_logit.to(logits.device)
     out: Tensor = _TopPEntropy.apply(  # type: ignore[no-untyped-call]
-        logits, nucleus_size.to(logits.device), chunk)
+        logits, nucleus_size.to(logits.device), min_logit, chunk)
     return out

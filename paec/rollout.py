@@ -84,9 +84,12 @@ def sample(model: Any, tokenizer: Any, prompts: dict[str, Tensor], *, group_size
 def sequence_logits(model: Any, batch: RolloutBatch, temperature: float) -> Tensor:
     """(B, T, V) logits that predicted each completion token, divided by the sampling
     temperature (the policy that sampled them), in the model's dtype; with grad if enabled."""
+    n_completion = batch.completion_mask.shape[1]  # T
+    # Only the last T + 1 positions get logits: the LM head over the prompt (often most of
+    # the sequence) would be wasted work and memory.
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                use_cache=False)
-    logits: Tensor = out.logits[:, batch.prompt_len - 1:-1]  # (B, T, V) position i predicts i+1
+                use_cache=False, logits_to_keep=n_completion + 1)
+    logits: Tensor = out.logits[:, :n_completion]  # (B, T, V) position i predicts i + 1
     return logits / temperature if temperature != 1.0 else logits
 
 

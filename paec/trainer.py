@@ -35,7 +35,13 @@ from paec.callbacks import Callback, StopRequest
 from paec.checkpoint import load_training_state, read_sidecar, save_checkpoint
 from paec.data import DataCursor, Example, load_examples
 from paec.evaluation import evaluate_groups
-from paec.features import TokenFeatures, entropy, token_features, top_p_entropy
+from paec.features import (
+    TokenFeatures,
+    entropy,
+    token_entropy,
+    token_features,
+    top_p_entropy,
+)
 from paec.graders import build_grader, grade_batch
 from paec.lora import add_lora, load_lora
 from paec.losses import policy_loss, quantile_threshold
@@ -54,6 +60,16 @@ class TrainResult:
     step: int  # the last finished step
     checkpoint: Path | None  # the last checkpoint written (final, or the pause checkpoint)
     history: list[dict[str, float]] = field(default_factory=list)  # metrics of each step
+
+
+@dataclass(frozen=True)
+class OldPass:
+    """What the no-grad pass over a rollout batch computed (rows as in the batch)."""
+
+    logp: Tensor  # (B, T) log-probs of the sampled tokens under the pre-update policy
+    entropy: Tensor  # (n_valid,) full entropy of every valid token, batch order
+    features: TokenFeatures | None  # (n_valid,) PAEC's features, when PAEC is on
+    ref_logp: Tensor | None  # (B, T) reference log-probs, when the KL term is on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,6 +130,10 @@ class Trainer:
             self.optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total))
         self.step = 0
         self.last_checkpoint: Path | None = None
+        # Plain on-policy updates need no separate no-grad pass (see `_update`).
+        self._reuse_forward = (not cfg.use_paec and cfg.update_epochs == 1
+                               and cfg.loss.high_entropy_quantile is None
+                               and cfg.loss.kl_coef == 0)
         if resume_from is not None:
             self._load_state(resume_from)
 
@@ -200,35 +220,26 @@ class Trainer:
         offsets = [0, *torch.cumsum(row_tokens, 0).tolist()]  # flat index of each row's start
         micro = [(r, min(r + cfg.micro_batch_size, n_rows))
                  for r in range(0, n_rows, cfg.micro_batch_size)]
-
-        # Old log-probs, detached features, reference log-probs: one no-grad pass.
-        old_logp = torch.zeros(mask.shape, device=self.device)  # (B, T)
-        ref_logp = (torch.zeros(mask.shape, device=self.device) if cfg.loss.kl_coef > 0
-                    else None)
-        parts = []
-        with torch.no_grad():
-            for r0, r1 in micro:
-                logits = sequence_logits(model, roll.select(slice(r0, r1)), cfg.temperature)
-                old_logp[r0:r1] = token_logprobs(logits, ids[r0:r1])
-                parts.append(token_features(logits[mask[r0:r1]], cfg.paec.top_p,
-                                            top_k=cfg.paec.top_k,
-                                            chunk_size=cfg.paec.chunk_size))
-                if ref_logp is not None:
-                    ref_logp[r0:r1] = token_logprobs(self._ref_logits(roll.select(
-                        slice(r0, r1))), ids[r0:r1])
-        features = TokenFeatures.cat(parts)  # (n_valid,)
-        paec_batch = (PAECBatch.build(features, self.anchor, cfg.paec) if cfg.use_paec
-                      else None)
-        ent_threshold = None
-        if cfg.loss.high_entropy_quantile is not None:  # 80/20: one threshold for the batch
-            ent_threshold = quantile_threshold(features.entropy,
-                                               torch.ones_like(features.entropy, dtype=torch.bool),
-                                               cfg.loss.high_entropy_quantile)
         total_tokens = float(row_tokens.sum())
         total_seqs = float((row_tokens > 0).sum())
+
+        # The no-grad pass: old log-probs, detached features, reference log-probs. Plain
+        # on-policy GRPO (one epoch, nothing global to precompute) skips it, as TRL does: there
+        # the old log-probs are the update pass's own, detached, and ratios are exactly 1.
+        old = None if self._reuse_forward else self._old_pass(roll, ids, mask, micro)
+        features = None if old is None else old.features
+        paec_batch = (PAECBatch.build(features, self.anchor, cfg.paec)
+                      if features is not None and cfg.use_paec else None)
+        ent_threshold = None
+        if old is not None and cfg.loss.high_entropy_quantile is not None:
+            # 80/20: one entropy threshold for the whole batch, not one per micro-batch.
+            ent_threshold = quantile_threshold(
+                old.entropy, torch.ones_like(old.entropy, dtype=torch.bool),
+                cfg.loss.high_entropy_quantile)
         generator = torch.Generator(self.device).manual_seed(_step_seed(cfg.seed, self.step + 1))
 
         sums: dict[str, float] = {}
+        entropies: list[Tensor] = []  # per micro-batch, when the no-grad pass was skipped
         grad_norm = 0.0
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
@@ -238,14 +249,21 @@ class Trainer:
                 logp = token_logprobs(logits, ids[r0:r1])  # (b, T)
                 valid_logits = logits[mb_mask]  # (n, V)
                 idx = slice(offsets[r0], offsets[r1])
-                ent = self._entropy_for_loss(valid_logits, features, idx, mb_mask)
+                if old is None:
+                    old_logp = logp.detach()  # (b, T)
+                    entropies.append(token_entropy(valid_logits.detach(),
+                                                   chunk_size=cfg.paec.chunk_size))
+                else:
+                    old_logp = old.logp[r0:r1]  # (b, T)
+                ent = self._entropy_for_loss(valid_logits, old, idx, mb_mask)
                 loss, m = policy_loss(
-                    logp, old_logp[r0:r1], adv[r0:r1], mb_mask, cfg.loss, entropy=ent,
-                    ref_logp=None if ref_logp is None else ref_logp[r0:r1],
+                    logp, old_logp, adv[r0:r1], mb_mask, cfg.loss, entropy=ent,
+                    ref_logp=None if old is None or old.ref_logp is None else old.ref_logp[r0:r1],
                     generator=generator, entropy_threshold=ent_threshold,
                     total_tokens=total_tokens, total_seqs=total_seqs, max_len=cfg.max_new_tokens)
-                if paec_batch is not None:
-                    hp = top_p_entropy(valid_logits, features.nucleus_size[idx])  # (n,)
+                if paec_batch is not None and features is not None:
+                    hp = top_p_entropy(valid_logits, features.nucleus_size[idx],
+                                       nucleus_min_logit=features.nucleus_min_logit[idx])  # (n,)
                     term = paec_batch.loss(hp, idx)
                     loss = loss + term
                     m["loss/paec"] = term.detach()
@@ -261,11 +279,38 @@ class Trainer:
                                                              cfg.max_grad_norm))
             self.optimizer.step()
             self.scheduler.step()
-        metrics = self._feature_metrics(features, paec_batch) | sums
+        entropy_all = old.entropy if old is not None else torch.cat(entropies)  # (n_valid,)
+        metrics = self._feature_metrics(entropy_all, features, paec_batch) | sums
         metrics["train/grad_norm"] = grad_norm
         if paec_batch is not None:
             self.anchor.observe(paec_batch.masked_entropy)
-        return metrics, self._traces(ids, mask, offsets, features, paec_batch)
+        return metrics, self._traces(ids, mask, offsets, entropy_all, features, paec_batch)
+
+    def _old_pass(self, roll: RolloutBatch, ids: Tensor, mask: Tensor,
+                  micro: list[tuple[int, int]]) -> OldPass:
+        """Log-probs, entropies (and with PAEC the top-p features) and reference log-probs
+        of the whole batch under the current parameters, without autograd."""
+        cfg = self.cfg
+        logp = torch.zeros(mask.shape, device=self.device)  # (B, T)
+        ref_logp = torch.zeros(mask.shape, device=self.device) if cfg.loss.kl_coef > 0 else None
+        parts: list[TokenFeatures] = []
+        entropies: list[Tensor] = []
+        with torch.no_grad():
+            for r0, r1 in micro:
+                sub = roll.select(slice(r0, r1))
+                logits = sequence_logits(self.model, sub, cfg.temperature)  # (b, T, V)
+                logp[r0:r1] = token_logprobs(logits, ids[r0:r1])
+                valid = logits[mask[r0:r1]]  # (n, V)
+                if cfg.use_paec:
+                    parts.append(token_features(valid, cfg.paec.top_p, top_k=cfg.paec.top_k,
+                                                chunk_size=cfg.paec.chunk_size))
+                else:  # the top-p statistics would only feed a metric: skip their cost
+                    entropies.append(token_entropy(valid, chunk_size=cfg.paec.chunk_size))
+                if ref_logp is not None:
+                    ref_logp[r0:r1] = token_logprobs(self._ref_logits(sub), ids[r0:r1])
+        features = TokenFeatures.cat(parts) if parts else None
+        entropy_all = features.entropy if features is not None else torch.cat(entropies)
+        return OldPass(logp, entropy_all, features, ref_logp)
 
     def _ref_logits(self, roll: RolloutBatch) -> Tensor:
         """Logits of the reference policy: the frozen initial model, or with LoRA the base
@@ -275,38 +320,49 @@ class Trainer:
         with self.model.disable_adapter():
             return sequence_logits(self.model, roll, self.cfg.temperature)
 
-    def _entropy_for_loss(self, valid_logits: Tensor, features: TokenFeatures, idx: slice,
+    def _entropy_for_loss(self, valid_logits: Tensor, old: OldPass | None, idx: slice,
                           mb_mask: Tensor) -> Tensor | None:
         """(b, T) full entropy for the policy loss: with gradient when the global entropy
-        bonus is on, the detached feature otherwise (80/20 threshold and metrics)."""
+        bonus is on, the detached one of the no-grad pass otherwise (80/20 and metrics)."""
         loss_cfg = self.cfg.loss
         if loss_cfg.entropy_coef == 0 and loss_cfg.high_entropy_quantile is None:
             return None
-        values = entropy(valid_logits) if loss_cfg.entropy_coef > 0 else features.entropy[idx]
+        if loss_cfg.entropy_coef > 0:
+            values = entropy(valid_logits)  # (n,) with grad
+        else:
+            assert old is not None  # 80/20 always runs the no-grad pass
+            values = old.entropy[idx]  # (n,)
         ent = torch.zeros(mb_mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
         ent[mb_mask] = values
         return ent
 
     @staticmethod
-    def _feature_metrics(features: TokenFeatures, batch: PAECBatch | None) -> dict[str, float]:
+    def _feature_metrics(entropies: Tensor, features: TokenFeatures | None,
+                         batch: PAECBatch | None) -> dict[str, float]:
         if batch is not None:
             return batch.metrics()
-        return {"entropy": float(features.entropy.mean()),
-                "entropy/top_p": float(features.top_p_entropy.mean())}
+        out = {"entropy": float(entropies.mean())}
+        if features is not None:
+            out["entropy/top_p"] = float(features.top_p_entropy.mean())
+        return out
 
-    def _traces(self, ids: Tensor, mask: Tensor, offsets: list[int], features: TokenFeatures,
-                batch: PAECBatch | None) -> list[dict[str, Any]]:
-        """Per-token records of the first `trace_samples` completions of the batch."""
+    def _traces(self, ids: Tensor, mask: Tensor, offsets: list[int], entropies: Tensor,
+                features: TokenFeatures | None, batch: PAECBatch | None) -> list[dict[str, Any]]:
+        """Per-token records of the first `trace_samples` completions of the batch (top-p
+        entropy and mask weight are NaN where PAEC is off)."""
         out = []
         for row in range(min(self.cfg.trace_samples, ids.shape[0])):
             idx = slice(offsets[row], offsets[row + 1])
-            f = features.select(idx)
-            weights = (batch.mask.weights[idx] if batch is not None
-                       else torch.full((len(f),), math.nan))
+            n = offsets[row + 1] - offsets[row]
+            nan = torch.full((n,), math.nan)
             tokens = ids[row][mask[row]].tolist()
-            out.append({"tokens": [self.tokenizer.decode([t]) for t in tokens],
-                        "entropy": f.entropy.tolist(), "top_p_entropy": f.top_p_entropy.tolist(),
-                        "mask": weights.tolist()})
+            out.append({
+                "tokens": [self.tokenizer.decode([t]) for t in tokens],
+                "entropy": entropies[idx].tolist(),
+                "top_p_entropy": (features.top_p_entropy[idx] if features is not None
+                                  else nan).tolist(),
+                "mask": (batch.mask.weights[idx] if batch is not None else nan).tolist(),
+            })
         return out
 
     # ------------------------------------------------------------------ evaluation

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from paec.features import _topk, entropy, token_features, top_p_entropy
+from paec.features import _topk, entropy, token_entropy, token_features, top_p_entropy
 
 
 def reference(logits: Tensor, p: float) -> dict[str, Tensor]:
@@ -35,6 +35,12 @@ def reference(logits: Tensor, p: float) -> dict[str, Tensor]:
 def assert_matches(logits: Tensor, p: float, atol: float, **kw: int) -> None:
     ref = reference(logits, p)
     got = token_features(logits, p, **kw)
+    # The boundary logit is the |N|-th largest logit of each row.
+    nth = logits.float().sort(dim=-1, descending=True).values.gather(
+        1, (got.nucleus_size - 1)[:, None]).squeeze(1)
+    assert torch.equal(got.nucleus_min_logit, nth)
+    torch.testing.assert_close(token_entropy(logits, chunk_size=kw.get("chunk_size")),
+                               got.entropy, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(got.entropy.double(), ref["entropy"], atol=atol, rtol=1e-5)
     torch.testing.assert_close(got.top_p_entropy.double(), ref["top_p_entropy"], atol=atol,
                                rtol=1e-5)
@@ -203,3 +209,25 @@ def test_top_p_entropy_gradient_matches_finite_differences_f64() -> None:
     for r in range(6):
         outside[r, order[r, : int(sizes[r])]] = False
     assert (xg.grad[outside] == 0).all()  # tokens outside the nucleus get no gradient
+
+
+def test_large_nuclei_by_mask_match_the_top_k_path() -> None:
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(10, 3000, generator=g, dtype=torch.float64) * 0.5  # flat: nuclei > 1024
+    x[0, :5] += 12.0  # one peaked row in the same chunk goes the top-k way
+    x[1] = 0.0  # all tied: the mask would hold 3000 tokens, not |N|: falls back to the top-k
+    f = token_features(x, 0.9005)  # p * V not an integer: no rounding tie on row 1
+    assert int((f.nucleus_size > 1024).sum()) == 9
+    w = torch.randn(10, dtype=torch.float64, generator=g)
+    grads, values = [], []
+    for boundary in (None, f.nucleus_min_logit):
+        xg = x.clone().requires_grad_()
+        value = top_p_entropy(xg, f.nucleus_size, nucleus_min_logit=boundary, chunk_size=4)
+        (value * w).sum().backward()
+        assert xg.grad is not None
+        grads.append(xg.grad)
+        values.append(value.detach())
+    torch.testing.assert_close(values[1], values[0], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(values[1], reference(x, 0.9005)["top_p_entropy"], atol=1e-5,
+                               rtol=1e-5)

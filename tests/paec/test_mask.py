@@ -14,7 +14,7 @@ from paec.mask import competition, normalized_top_p_entropy, position_mask, posi
 
 def features_of(hp: list[float], n: list[int], gap: list[float]) -> TokenFeatures:
     return TokenFeatures(torch.zeros(len(hp)), torch.tensor(hp), torch.tensor(n),
-                         torch.tensor(gap))
+                         torch.tensor(gap), torch.zeros(len(hp)))
 
 
 def test_score_by_hand() -> None:

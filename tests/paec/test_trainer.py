@@ -219,3 +219,22 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_dir: Path, tmp_path: Pa
         results.append(metrics)
     for key in ("reward/mean", "loss/policy", "loss/paec", "entropy/masked", "train/grad_norm"):
         assert results[1][key] == pytest.approx(results[0][key], rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.slow
+def test_skipping_the_no_grad_pass_changes_nothing(tiny_dir: Path, tmp_path: Path) -> None:
+    runs = []
+    for reuse in (True, False):
+        trainer = Trainer(config(tiny_dir, tmp_path / str(reuse), steps=2, use_paec=False))
+        assert trainer._reuse_forward  # plain on-policy GRPO skips the no-grad pass ...
+        trainer._reuse_forward = reuse  # ... and must match the run that does not
+        history = trainer.train().history
+        runs.append(([{k: v for k, v in m.items() if not k.startswith(("time/", "perf/"))}
+                      for m in history], params(trainer.model)))
+    (m_a, p_a), (m_b, p_b) = runs
+    assert len(m_a) == 2 and m_a[0]["policy/ratio_mean"] == 1.0
+    for a, b in zip(m_a, m_b, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), k
+    assert all(torch.allclose(p_a[k], p_b[k], rtol=1e-6, atol=1e-9) for k in p_a)

@@ -1,0 +1,44 @@
+"""paec.rollout: completion masks, the logits of completion tokens, their log-probs."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from paec.models import tiny_model
+from paec.rollout import completion_mask, encode_prompts, sample, sequence_logits, token_logprobs
+
+
+def test_completion_mask_keeps_the_first_eos() -> None:
+    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8], [2, 2, 2, 2]])
+    assert completion_mask(ids, eos_token_id=2).tolist() == [
+        [True, True, False, False], [True, True, True, True], [True, False, False, False]]
+
+
+def test_sequence_logits_are_the_full_forward_at_completion_positions(
+    smollm2_tokenizer: PreTrainedTokenizerBase,
+) -> None:
+    model = tiny_model(smollm2_tokenizer, n_layer=1, n_embd=32)
+    prompts = encode_prompts(smollm2_tokenizer, [[{"role": "user", "content": "1 + 1?"}],
+                                                 [{"role": "user", "content": "Hi"}]],
+                             torch.device("cpu"))
+    roll = sample(model, smollm2_tokenizer, prompts, group_size=3, max_new_tokens=6,
+                  temperature=0.7, top_p=1.0, generator_seed=1)
+    assert roll.input_ids.shape[0] == 6 and roll.completion_mask.shape == (6, 6)
+    with torch.no_grad():
+        got = sequence_logits(model, roll, temperature=0.7)  # (B, T, V)
+        full = model(input_ids=roll.input_ids, attention_mask=roll.attention_mask).logits
+    want = full[:, roll.prompt_len - 1:-1] / 0.7
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    logp = token_logprobs(got, roll.completion_ids)
+    ref = torch.log_softmax(want, -1).gather(-1, roll.completion_ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(logp, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_is_reproducible_from_its_seed(smollm2_tokenizer: PreTrainedTokenizerBase) -> None:
+    model = tiny_model(smollm2_tokenizer, n_layer=1, n_embd=32)
+    prompts = encode_prompts(smollm2_tokenizer, [[{"role": "user", "content": "2 + 2?"}]],
+                             torch.device("cpu"))
+    a, b, c = (sample(model, smollm2_tokenizer, prompts, group_size=4, max_new_tokens=5,
+                      temperature=1.0, top_p=1.0, generator_seed=s) for s in (3, 3, 4))
+    assert torch.equal(a.input_ids, b.input_ids) and not torch.equal(a.input_ids, c.input_ids)
