@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -189,6 +190,7 @@ def worker(a: argparse.Namespace) -> None:
 
 def build_model(a: argparse.Namespace, folder: str) -> int:
     """Save the tiny model and the SmolLM2 tokenizer to `folder`; returns the parameter count."""
+    import torch
     from transformers import AutoTokenizer
 
     from paec.models import resolve_model, tiny_model
@@ -197,6 +199,17 @@ def build_model(a: argparse.Namespace, folder: str) -> int:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = tiny_model(tokenizer, n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head, seed=SEED)
+    # A random model's next-token distributions are nearly uniform (entropy ~ log V), the
+    # worst case of the top-p search; scaling the final norm scales every logit, so
+    # --logit-scale gives the same tiny model the peaked distributions of a trained LM.
+    with torch.no_grad():
+        model.model.norm.weight.mul_(a.logit_scale)
+        ids = tokenizer(["What is 3 + 4? Answer with just the number."] * 2,
+                        return_tensors="pt")["input_ids"]
+        logp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)  # (2, L, V)
+        entropy = float(-(logp.exp() * logp).sum(-1).mean())
+    print(f"logit scale {a.logit_scale}: mean next-token entropy {entropy:.2f} nats "
+          f"(uniform: {math.log(len(tokenizer)):.2f})")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())
@@ -212,6 +225,8 @@ def main() -> None:
                                 ("--warmup", 1, "untimed steps"), ("--steps", 5, "timed steps")):
         p.add_argument(flag, type=int, default=default, help=what)
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--logit-scale", type=float, default=1.0,
+                   help="multiply the final norm (every logit) by this: peaked distributions")
     p.add_argument("--only", choices=CONTENDERS, action="append", help="run only these")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)

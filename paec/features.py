@@ -45,6 +45,11 @@ class TokenFeatures:
     def __len__(self) -> int:
         return int(self.entropy.shape[0])
 
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The fields in order (no copies: dataclasses.astuple would deep-copy them)."""
+        return (self.entropy, self.top_p_entropy, self.nucleus_size, self.top2_gap,
+                self.nucleus_min_logit)
+
     def select(self, index: Tensor | slice) -> TokenFeatures:
         """The features of a subset of positions (a slice, a bool mask or indices)."""
         return TokenFeatures(

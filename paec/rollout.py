@@ -9,12 +9,14 @@ predicted each completion token; `token_logprobs` turns them into log pi(y_t) wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from paec.features import TokenFeatures, token_entropy, token_features
 from paec.models import apply_chat_template
 
 
@@ -55,30 +57,116 @@ def completion_mask(completions: Tensor, eos_token_id: int) -> Tensor:
     return ~eos_before
 
 
+StepHook = Callable[[Tensor, Tensor], None]
+"""Called at each decoding step with the policy's logits (B, V), float32, already divided by
+the temperature, and which rows are still generating (B,) bool."""
+
+
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompts: dict[str, Tensor], *, group_size: int,
-           max_new_tokens: int, temperature: float, top_p: float,
-           generator_seed: int) -> RolloutBatch:
-    """G completions for each prompt (rows grouped: prompt i owns rows i*G .. i*G + G - 1).
-    Seeding from `generator_seed` makes a step's samples independent of what ran before it,
-    so that a resumed run samples exactly what an uninterrupted one does."""
+           max_new_tokens: int, temperature: float, top_p: float, generator_seed: int,
+           on_step: StepHook | None = None) -> RolloutBatch:
+    """G completions for each prompt (rows grouped: prompt i owns rows i*G .. i*G + G - 1),
+    decoded with the model's KV cache until every row has produced EOS or the budget is
+    spent. Sampling is exact inverse-CDF sampling, 40x cheaper than `torch.multinomial` on
+    the CPU at V = 49k; a generator seeded from `generator_seed` makes a step's samples
+    independent of what ran before it (exact resume). `on_step` sees every step's logits,
+    which lets the trainer compute per-token statistics without a second forward pass."""
     ids = prompts["input_ids"].repeat_interleave(group_size, dim=0)  # (B, L_p)
     attn = prompts["attention_mask"].repeat_interleave(group_size, dim=0)  # (B, L_p)
-    torch.manual_seed(generator_seed)
+    n_rows, device = ids.shape[0], ids.device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    gen = torch.Generator(device).manual_seed(generator_seed)
     was_training = model.training
     model.eval()
-    out = model.generate(input_ids=ids, attention_mask=attn, do_sample=True,
-                         temperature=temperature, top_p=top_p, top_k=0,
-                         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)  # (B, L_p + T)
+    # Left padding: positions count real tokens only, as `generate` computes them.
+    positions = (attn.cumsum(-1) - 1).clamp_min(0)  # (B, L_p)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True,
+                logits_to_keep=1)
+    next_position = positions[:, -1:] + 1  # (B, 1)
+    tokens = torch.full((n_rows, max_new_tokens), pad, dtype=torch.long, device=device)  # (B, T)
+    done = torch.zeros(n_rows, dtype=torch.bool, device=device)  # (B,) EOS already produced
+    steps = max_new_tokens
+    for t in range(max_new_tokens):
+        logits = out.logits[:, -1].float()  # (B, V)
+        if temperature != 1.0:
+            logits = logits / temperature
+        if on_step is not None:
+            on_step(logits, ~done)
+        token = torch.where(done, pad, sample_tokens(logits, top_p, gen))  # (B,)
+        tokens[:, t] = token
+        alive = ~done  # (B,) this step's token is part of the completion
+        done = done | (token == eos)
+        if bool(done.all()):
+            steps = t + 1
+            break
+        attn = torch.cat([attn, alive.long()[:, None]], dim=1)  # (B, L)
+        out = model(input_ids=token[:, None], attention_mask=attn, position_ids=next_position,
+                    past_key_values=out.past_key_values, use_cache=True)
+        next_position = next_position + 1
     model.train(was_training)
-    prompt_len = ids.shape[1]
-    mask = completion_mask(out[:, prompt_len:], tokenizer.eos_token_id)  # (B, T)
-    # Tokens after EOS are padding: give them the pad id so that they are inert everywhere.
-    completions = out[:, prompt_len:].masked_fill(~mask, tokenizer.pad_token_id)  # (B, T)
-    input_ids = torch.cat([ids, completions], dim=1)  # (B, L)
-    attention = torch.cat([attn, mask.long()], dim=1)  # (B, L)
-    return RolloutBatch(input_ids, attention, prompt_len, mask)
+    completions = tokens[:, :steps]  # (B, T)
+    mask = completion_mask(completions, eos)  # (B, T)
+    input_ids = torch.cat([ids, completions], dim=1)  # (B, L_p + T)
+    attention = torch.cat([prompts["attention_mask"].repeat_interleave(group_size, dim=0),
+                           mask.long()], dim=1)  # (B, L_p + T)
+    return RolloutBatch(input_ids, attention, ids.shape[1], mask)
+
+
+def sample_tokens(logits: Tensor, top_p: float, generator: torch.Generator) -> Tensor:
+    """One token per row of `logits` (B, V) from softmax(logits), restricted to the top-p
+    nucleus when top_p < 1: the first token whose cumulative probability reaches u * total,
+    u ~ U(0, 1]. Tokens of probability 0 are never drawn."""
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    order = None
+    if top_p < 1.0:
+        probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
+        ahead = probs.cumsum(-1) - probs  # (B, V) mass before each token
+        probs = torch.where(ahead < top_p, probs, 0.0)  # (B, V) the top-1 always stays
+    cdf = probs.cumsum(-1, dtype=torch.float64)  # (B, V)
+    u = 1.0 - torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64,
+                         device=probs.device)  # (B, 1) in (0, 1]
+    picked = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.shape[1] - 1)  # (B, 1)
+    if order is not None:
+        picked = order.gather(1, picked)  # (B, 1)
+    return picked.squeeze(1)  # (B,)
+
+
+class FeatureCollector:
+    """A `StepHook` that keeps, for every sampled position, the full entropy and, with
+    `top_p` set, all of PAEC's features: the statistics come from the logits the sampler
+    already computed, so no second forward pass is needed for them."""
+
+    def __init__(self, top_p: float | None, *, top_k: int = 64,
+                 chunk_size: int | None = None) -> None:
+        self.top_p, self.top_k, self.chunk_size = top_p, top_k, chunk_size
+        self.steps: list[TokenFeatures] = []
+        self.entropies: list[Tensor] = []
+
+    def __call__(self, logits: Tensor, alive: Tensor) -> None:
+        rows = alive.nonzero().squeeze(1)  # (a,) finished rows need no statistics
+        entropy = torch.zeros(logits.shape[0], device=logits.device)  # (B,)
+        if self.top_p is None:
+            entropy[rows] = token_entropy(logits[rows], chunk_size=self.chunk_size)
+        else:
+            f = token_features(logits[rows], self.top_p, top_k=self.top_k,
+                               chunk_size=self.chunk_size)
+            step = TokenFeatures(*(torch.zeros(logits.shape[0], dtype=t.dtype,
+                                               device=logits.device) for t in f.tensors()))
+            for full, part in zip(step.tensors(), f.tensors(), strict=True):
+                full[rows] = part  # (B,) zeros at finished rows
+            entropy = step.entropy
+            self.steps.append(step)
+        self.entropies.append(entropy)
+
+    def result(self) -> tuple[Tensor, TokenFeatures | None]:
+        """Entropy (B, T) and, with top_p, the features with (B, T) fields."""
+        entropy = torch.stack(self.entropies, dim=1)  # (B, T)
+        if not self.steps:
+            return entropy, None
+        fields = [torch.stack(col, dim=1)  # (B, T)
+                  for col in zip(*(f.tensors() for f in self.steps), strict=True)]
+        return entropy, TokenFeatures(*fields)
 
 
 def sequence_logits(model: Any, batch: RolloutBatch, temperature: float) -> Tensor:

@@ -35,19 +35,20 @@ from paec.callbacks import Callback, StopRequest
 from paec.checkpoint import load_training_state, read_sidecar, save_checkpoint
 from paec.data import DataCursor, Example, load_examples
 from paec.evaluation import evaluate_groups
-from paec.features import (
-    TokenFeatures,
-    entropy,
-    token_entropy,
-    token_features,
-    top_p_entropy,
-)
+from paec.features import TokenFeatures, entropy, top_p_entropy
 from paec.graders import build_grader, grade_batch
 from paec.lora import add_lora, load_lora
 from paec.losses import policy_loss, quantile_threshold
 from paec.models import load_model_and_tokenizer
 from paec.penalty import PAECBatch
-from paec.rollout import RolloutBatch, encode_prompts, sample, sequence_logits, token_logprobs
+from paec.rollout import (
+    FeatureCollector,
+    RolloutBatch,
+    encode_prompts,
+    sample,
+    sequence_logits,
+    token_logprobs,
+)
 from paec.schedule import lr_lambda
 from paec.train_config import TrainConfig
 
@@ -67,8 +68,6 @@ class OldPass:
     """What the no-grad pass over a rollout batch computed (rows as in the batch)."""
 
     logp: Tensor  # (B, T) log-probs of the sampled tokens under the pre-update policy
-    entropy: Tensor  # (n_valid,) full entropy of every valid token, batch order
-    features: TokenFeatures | None  # (n_valid,) PAEC's features, when PAEC is on
     ref_logp: Tensor | None  # (B, T) reference log-probs, when the KL term is on
 
 
@@ -130,10 +129,8 @@ class Trainer:
             self.optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total))
         self.step = 0
         self.last_checkpoint: Path | None = None
-        # Plain on-policy updates need no separate no-grad pass (see `_update`).
-        self._reuse_forward = (not cfg.use_paec and cfg.update_epochs == 1
-                               and cfg.loss.high_entropy_quantile is None
-                               and cfg.loss.kl_coef == 0)
+        # Only several epochs or a KL term need a separate no-grad pass (see `_update`).
+        self._needs_old_pass = cfg.update_epochs > 1 or cfg.loss.kl_coef > 0
         if resume_from is not None:
             self._load_state(resume_from)
 
@@ -168,9 +165,13 @@ class Trainer:
         t0 = time.perf_counter()
         examples = self.cursor.next_batch(cfg.prompts_per_step)
         prompts = encode_prompts(self.tokenizer, [e.messages for e in examples], self.device)
+        stats = FeatureCollector(cfg.paec.top_p if cfg.use_paec else None,
+                                 top_k=cfg.paec.top_k, chunk_size=cfg.paec.chunk_size)
         roll = sample(self.model, self.tokenizer, prompts, group_size=cfg.group_size,
                       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                      top_p=cfg.top_p, generator_seed=_step_seed(cfg.seed, step))
+                      top_p=cfg.top_p, generator_seed=_step_seed(cfg.seed, step),
+                      on_step=stats)
+        entropy_bt, features_bt = stats.result()  # (B, T), (B, T) fields or None
         t1 = time.perf_counter()
         texts = self._decode(roll)
         items = [e.item for e in examples for _ in range(cfg.group_size)]
@@ -194,7 +195,9 @@ class Trainer:
         keep = ~flat.repeat_interleave(cfg.group_size)  # (B,)
         traces: list[dict[str, Any]] = []
         if bool(keep.any()):
-            upd, traces = self._update(roll.select(keep), advantages[keep].to(self.device))
+            upd, traces = self._update(
+                roll.select(keep), advantages[keep].to(self.device), entropy_bt[keep],
+                None if features_bt is None else features_bt.select(keep))
             metrics |= upd
         else:
             metrics["train/skipped"] = 1.0  # no group had signal: nothing to learn from
@@ -210,8 +213,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ the update
 
-    def _update(self, roll: RolloutBatch, adv: Tensor) -> tuple[dict[str, float],
-                                                               list[dict[str, Any]]]:
+    def _update(self, roll: RolloutBatch, adv: Tensor, entropy_bt: Tensor,
+                features_bt: TokenFeatures | None) -> tuple[dict[str, float],
+                                                            list[dict[str, Any]]]:
+        """The update of one rollout batch; `entropy_bt` (B, T) and `features_bt` ((B, T)
+        fields, with PAEC) are the statistics the sampler saw at each position."""
         cfg, model = self.cfg, self.model
         mask = roll.completion_mask.to(self.device)  # (B, T)
         ids = roll.completion_ids.to(self.device)  # (B, T)
@@ -222,24 +228,24 @@ class Trainer:
                  for r in range(0, n_rows, cfg.micro_batch_size)]
         total_tokens = float(row_tokens.sum())
         total_seqs = float((row_tokens > 0).sum())
+        entropies = entropy_bt[mask]  # (n_valid,) batch order, as logits[mask] below
+        features = None if features_bt is None else features_bt.select(mask)  # (n_valid,)
 
-        # The no-grad pass: old log-probs, detached features, reference log-probs. Plain
-        # on-policy GRPO (one epoch, nothing global to precompute) skips it, as TRL does: there
-        # the old log-probs are the update pass's own, detached, and ratios are exactly 1.
-        old = None if self._reuse_forward else self._old_pass(roll, ids, mask, micro)
-        features = None if old is None else old.features
+        # A no-grad pass only where the update needs log-probs other than its own: several
+        # epochs (the old policy's) or a KL term (the reference's). Otherwise the old
+        # log-probs are the update pass's own, detached, and ratios are exactly 1, as in TRL.
+        old = self._old_pass(roll, ids, mask, micro) if self._needs_old_pass else None
         paec_batch = (PAECBatch.build(features, self.anchor, cfg.paec)
-                      if features is not None and cfg.use_paec else None)
+                      if features is not None else None)
         ent_threshold = None
-        if old is not None and cfg.loss.high_entropy_quantile is not None:
+        if cfg.loss.high_entropy_quantile is not None:
             # 80/20: one entropy threshold for the whole batch, not one per micro-batch.
             ent_threshold = quantile_threshold(
-                old.entropy, torch.ones_like(old.entropy, dtype=torch.bool),
+                entropies, torch.ones_like(entropies, dtype=torch.bool),
                 cfg.loss.high_entropy_quantile)
         generator = torch.Generator(self.device).manual_seed(_step_seed(cfg.seed, self.step + 1))
 
         sums: dict[str, float] = {}
-        entropies: list[Tensor] = []  # per micro-batch, when the no-grad pass was skipped
         grad_norm = 0.0
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
@@ -249,13 +255,8 @@ class Trainer:
                 logp = token_logprobs(logits, ids[r0:r1])  # (b, T)
                 valid_logits = logits[mb_mask]  # (n, V)
                 idx = slice(offsets[r0], offsets[r1])
-                if old is None:
-                    old_logp = logp.detach()  # (b, T)
-                    entropies.append(token_entropy(valid_logits.detach(),
-                                                   chunk_size=cfg.paec.chunk_size))
-                else:
-                    old_logp = old.logp[r0:r1]  # (b, T)
-                ent = self._entropy_for_loss(valid_logits, old, idx, mb_mask)
+                old_logp = logp.detach() if old is None else old.logp[r0:r1]  # (b, T)
+                ent = self._entropy_for_loss(valid_logits, entropies, idx, mb_mask)
                 loss, m = policy_loss(
                     logp, old_logp, adv[r0:r1], mb_mask, cfg.loss, entropy=ent,
                     ref_logp=None if old is None or old.ref_logp is None else old.ref_logp[r0:r1],
@@ -279,38 +280,27 @@ class Trainer:
                                                              cfg.max_grad_norm))
             self.optimizer.step()
             self.scheduler.step()
-        entropy_all = old.entropy if old is not None else torch.cat(entropies)  # (n_valid,)
-        metrics = self._feature_metrics(entropy_all, features, paec_batch) | sums
+        metrics = self._feature_metrics(entropies, features, paec_batch) | sums
         metrics["train/grad_norm"] = grad_norm
         if paec_batch is not None:
             self.anchor.observe(paec_batch.masked_entropy)
-        return metrics, self._traces(ids, mask, offsets, entropy_all, features, paec_batch)
+        return metrics, self._traces(ids, mask, offsets, entropies, features, paec_batch)
 
     def _old_pass(self, roll: RolloutBatch, ids: Tensor, mask: Tensor,
                   micro: list[tuple[int, int]]) -> OldPass:
-        """Log-probs, entropies (and with PAEC the top-p features) and reference log-probs
-        of the whole batch under the current parameters, without autograd."""
+        """Log-probs of the sampled tokens under the pre-update policy and, with a KL term,
+        under the reference, without autograd."""
         cfg = self.cfg
         logp = torch.zeros(mask.shape, device=self.device)  # (B, T)
         ref_logp = torch.zeros(mask.shape, device=self.device) if cfg.loss.kl_coef > 0 else None
-        parts: list[TokenFeatures] = []
-        entropies: list[Tensor] = []
         with torch.no_grad():
             for r0, r1 in micro:
                 sub = roll.select(slice(r0, r1))
-                logits = sequence_logits(self.model, sub, cfg.temperature)  # (b, T, V)
-                logp[r0:r1] = token_logprobs(logits, ids[r0:r1])
-                valid = logits[mask[r0:r1]]  # (n, V)
-                if cfg.use_paec:
-                    parts.append(token_features(valid, cfg.paec.top_p, top_k=cfg.paec.top_k,
-                                                chunk_size=cfg.paec.chunk_size))
-                else:  # the top-p statistics would only feed a metric: skip their cost
-                    entropies.append(token_entropy(valid, chunk_size=cfg.paec.chunk_size))
+                logp[r0:r1] = token_logprobs(sequence_logits(self.model, sub, cfg.temperature),
+                                             ids[r0:r1])
                 if ref_logp is not None:
                     ref_logp[r0:r1] = token_logprobs(self._ref_logits(sub), ids[r0:r1])
-        features = TokenFeatures.cat(parts) if parts else None
-        entropy_all = features.entropy if features is not None else torch.cat(entropies)
-        return OldPass(logp, entropy_all, features, ref_logp)
+        return OldPass(logp, ref_logp)
 
     def _ref_logits(self, roll: RolloutBatch) -> Tensor:
         """Logits of the reference policy: the frozen initial model, or with LoRA the base
@@ -320,18 +310,14 @@ class Trainer:
         with self.model.disable_adapter():
             return sequence_logits(self.model, roll, self.cfg.temperature)
 
-    def _entropy_for_loss(self, valid_logits: Tensor, old: OldPass | None, idx: slice,
+    def _entropy_for_loss(self, valid_logits: Tensor, entropies: Tensor, idx: slice,
                           mb_mask: Tensor) -> Tensor | None:
         """(b, T) full entropy for the policy loss: with gradient when the global entropy
-        bonus is on, the detached one of the no-grad pass otherwise (80/20 and metrics)."""
+        bonus is on, the sampler's detached one otherwise (for the 80/20 mask)."""
         loss_cfg = self.cfg.loss
         if loss_cfg.entropy_coef == 0 and loss_cfg.high_entropy_quantile is None:
             return None
-        if loss_cfg.entropy_coef > 0:
-            values = entropy(valid_logits)  # (n,) with grad
-        else:
-            assert old is not None  # 80/20 always runs the no-grad pass
-            values = old.entropy[idx]  # (n,)
+        values = entropy(valid_logits) if loss_cfg.entropy_coef > 0 else entropies[idx]  # (n,)
         ent = torch.zeros(mb_mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
         ent[mb_mask] = values
         return ent

@@ -224,10 +224,10 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_dir: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_skipping_the_no_grad_pass_changes_nothing(tiny_dir: Path, tmp_path: Path) -> None:
     runs = []
-    for reuse in (True, False):
-        trainer = Trainer(config(tiny_dir, tmp_path / str(reuse), steps=2, use_paec=False))
-        assert trainer._reuse_forward  # plain on-policy GRPO skips the no-grad pass ...
-        trainer._reuse_forward = reuse  # ... and must match the run that does not
+    for forced in (False, True):
+        trainer = Trainer(config(tiny_dir, tmp_path / str(forced), steps=2))
+        assert not trainer._needs_old_pass  # one epoch, no KL: no separate no-grad pass ...
+        trainer._needs_old_pass = forced  # ... and the result must be the run's with one
         history = trainer.train().history
         runs.append(([{k: v for k, v in m.items() if not k.startswith(("time/", "perf/"))}
                       for m in history], params(trainer.model)))
