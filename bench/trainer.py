@@ -225,6 +225,8 @@ def main() -> None:
                                 ("--warmup", 1, "untimed steps"), ("--steps", 5, "timed steps")):
         p.add_argument(flag, type=int, default=default, help=what)
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--model", help="benchmark this model (a folder or builtin:<name>) "
+                   "instead of the tiny random one")
     p.add_argument("--logit-scale", type=float, default=1.0,
                    help="multiply the final norm (every logit) by this: peaked distributions")
     p.add_argument("--only", choices=CONTENDERS, action="append", help="run only these")
@@ -245,10 +247,16 @@ def main() -> None:
           f"trl {trl.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
-        n_params = build_model(a, folder)
-        print(f"model: Llama n_layer={a.n_layer} n_embd={a.n_embd} n_head={a.n_head}, "
-              f"{n_params / 1e6:.1f}M parameters (tied embeddings, vocab 49,152); "
-              f"P={a.P} x G={a.G}, T={a.T}, micro-batch {a.micro}, "
+        if a.model:  # a real model instead of the tiny one, e.g. builtin:smollm2-135m-instruct
+            from paec.models import resolve_model
+
+            folder = str(resolve_model(a.model))
+            print(f"model: {a.model} ({folder}); ", end="")
+        else:
+            n_params = build_model(a, folder)
+            print(f"model: Llama n_layer={a.n_layer} n_embd={a.n_embd} n_head={a.n_head}, "
+                  f"{n_params / 1e6:.1f}M parameters (tied embeddings, vocab 49,152); ", end="")
+        print(f"P={a.P} x G={a.G}, T={a.T}, micro-batch {a.micro}, "
               f"{a.warmup} warm-up + {a.steps} timed steps")
         for name in a.only or CONTENDERS:
             flags = [f"--worker={name}", f"--model-dir={folder}", *sys.argv[1:]]

@@ -291,7 +291,7 @@ class _TopPEntropy(torch.autograd.Function):
                 continue
             zs, ns = z[~by_mask], n[~by_mask]  # (s, V), (s,)
             k = int(ns.max())
-            vals, idx = torch.topk(zs, k, dim=-1)  # (s, k)
+            vals, idx = _topk(zs, k)  # (s, k)
             inside_k = torch.arange(k, device=z.device) < ns[:, None]  # (s, k)
             logq_k = torch.log_softmax(vals.masked_fill(~inside_k, -torch.inf), dim=-1)  # (s, k)
             q_k = logq_k.exp()  # (s, k)  0 outside the nucleus
