@@ -238,3 +238,33 @@ def test_skipping_the_no_grad_pass_changes_nothing(tiny_dir: Path, tmp_path: Pat
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), k
     assert all(torch.allclose(p_a[k], p_b[k], rtol=1e-6, atol=1e-9) for k in p_a)
+
+
+@pytest.mark.slow
+def test_groups_without_reward_variance_are_skipped(tiny_dir: Path, tmp_path: Path) -> None:
+    exact = {"type": "string_check", "name": "exact", "operation": "eq",
+             "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+    trainer = Trainer(config(tiny_dir, tmp_path, steps=1, grader=exact))  # a random model
+    before = params(trainer.model)
+    metrics, _ = trainer.train_step(1)
+    assert metrics["reward/mean"] == 0.0 and metrics["groups/zero_variance_frac"] == 1.0
+    assert metrics["train/skipped"] == 1.0
+    after = params(trainer.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no signal, no update
+
+
+@pytest.mark.slow
+def test_bfloat16_training_and_periodic_evaluation(tiny_dir: Path, tmp_path: Path) -> None:
+    evals: list[int] = []
+
+    class Evals(Callback):
+        def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+            evals.append(step)
+
+    trainer = Trainer(config(tiny_dir, tmp_path, steps=3, dtype="bfloat16", eval_interval=2,
+                             validation_data="builtin:add", validation_size=2, eval_k=2),
+                      [Evals()])
+    assert next(trainer.model.parameters()).dtype == torch.bfloat16
+    result = trainer.train()
+    assert result.status == "completed" and evals == [2, 3]  # every 2 steps and at the end
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
