@@ -87,9 +87,13 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.device = resolve_device(cfg.device)
         self.output_dir = Path(cfg.output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        # The run's config beside its checkpoints: `python -m paec train <it> --resume auto`.
-        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        # Cheap checks first: a bad grader or dataset fails before a model is loaded.
+        self.grader = build_grader(cfg.grader, allow_python=cfg.allow_python_grader)
+        self.train_examples = load_examples(cfg.train_data, size=cfg.train_size, seed=cfg.seed)
+        self.val_examples: list[Example] = []
+        if cfg.validation_data is not None:
+            self.val_examples = load_examples(cfg.validation_data, size=cfg.validation_size,
+                                              seed=cfg.seed + 1)
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
         lora = cfg.lora_rank > 0
         # A full checkpoint is the model itself; a LoRA one is an adapter on the base model.
@@ -113,12 +117,6 @@ class Trainer:
             self.ref_model, _ = load_model_and_tokenizer(cfg.model, dtype=dtype,
                                                          device=self.device)
             self.ref_model.requires_grad_(False)
-        self.grader = build_grader(cfg.grader, allow_python=cfg.allow_python_grader)
-        self.train_examples = load_examples(cfg.train_data, size=cfg.train_size, seed=cfg.seed)
-        self.val_examples: list[Example] = []
-        if cfg.validation_data is not None:
-            self.val_examples = load_examples(cfg.validation_data, size=cfg.validation_size,
-                                              seed=cfg.seed + 1)
         self.cursor = DataCursor(self.train_examples, seed=cfg.seed)
         self.anchor = AnchorState(cfg.paec.anchor_steps, cfg.paec.floor_ratio)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -139,6 +137,9 @@ class Trainer:
     def train(self) -> TrainResult:
         """Train from the current step to `cfg.steps`; returns how it ended."""
         cfg = self.cfg
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # The run's config beside its checkpoints: `python -m paec train <it> --resume auto`.
+        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         history: list[dict[str, float]] = []
         while self.step < cfg.steps:
             stop = self._stop_request()

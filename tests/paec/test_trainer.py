@@ -15,6 +15,7 @@ from paec.callbacks import Callback, StopRequest
 from paec.checkpoint import read_sidecar, verify_checkpoint
 from paec.cli import main as cli_main
 from paec.config import PAECConfig
+from paec.data import DatasetError
 from paec.lora import is_lora_checkpoint
 from paec.losses import PolicyLossConfig, PolicyLossType
 from paec.models import tiny_model
@@ -268,3 +269,13 @@ def test_bfloat16_training_and_periodic_evaluation(tiny_dir: Path, tmp_path: Pat
     result = trainer.train()
     assert result.status == "completed" and evals == [2, 3]  # every 2 steps and at the end
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_a_bad_dataset_fails_before_any_model_is_loaded(tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "1 + 1?", "answer": "2"}\n{"prompt": 3}\n')
+    cfg = TrainConfig(model=str(tmp_path / "no-such-model"), train_data=str(data),
+                      output_dir=str(tmp_path / "out"))
+    with pytest.raises(DatasetError, match="line 2"):
+        Trainer(cfg)  # the model path does not exist: the data error must come first
+    assert not (tmp_path / "out").exists()  # nothing written
