@@ -246,6 +246,7 @@ class Trainer:
                 cfg.loss.high_entropy_quantile)
         generator = torch.Generator(self.device).manual_seed(_step_seed(cfg.seed, self.step + 1))
 
+        needs_valid_logits = paec_batch is not None or cfg.loss.entropy_coef > 0
         sums: dict[str, float] = {}
         grad_norm = 0.0
         for _ in range(cfg.update_epochs):
@@ -254,7 +255,8 @@ class Trainer:
                 mb_mask = mask[r0:r1]  # (b, T)
                 logits = sequence_logits(model, roll.select(slice(r0, r1)), cfg.temperature)
                 logp = token_logprobs(logits, ids[r0:r1])  # (b, T)
-                valid_logits = logits[mb_mask]  # (n, V)
+                # The (n, V) copy of the valid rows only where an entropy takes a gradient.
+                valid_logits = logits[mb_mask] if needs_valid_logits else None  # (n, V)
                 idx = slice(offsets[r0], offsets[r1])
                 old_logp = logp.detach() if old is None else old.logp[r0:r1]  # (b, T)
                 ent = self._entropy_for_loss(valid_logits, entropies, idx, mb_mask)
@@ -263,7 +265,7 @@ class Trainer:
                     ref_logp=None if old is None or old.ref_logp is None else old.ref_logp[r0:r1],
                     generator=generator, entropy_threshold=ent_threshold,
                     total_tokens=total_tokens, total_seqs=total_seqs, max_len=cfg.max_new_tokens)
-                if paec_batch is not None and features is not None:
+                if paec_batch is not None and features is not None and valid_logits is not None:
                     hp = top_p_entropy(valid_logits, features.nucleus_size[idx],
                                        nucleus_min_logit=features.nucleus_min_logit[idx])  # (n,)
                     term = paec_batch.loss(hp, idx)
@@ -311,14 +313,18 @@ class Trainer:
         with self.model.disable_adapter():
             return sequence_logits(self.model, roll, self.cfg.temperature)
 
-    def _entropy_for_loss(self, valid_logits: Tensor, entropies: Tensor, idx: slice,
+    def _entropy_for_loss(self, valid_logits: Tensor | None, entropies: Tensor, idx: slice,
                           mb_mask: Tensor) -> Tensor | None:
         """(b, T) full entropy for the policy loss: with gradient when the global entropy
         bonus is on, the sampler's detached one otherwise (for the 80/20 mask)."""
         loss_cfg = self.cfg.loss
         if loss_cfg.entropy_coef == 0 and loss_cfg.high_entropy_quantile is None:
             return None
-        values = entropy(valid_logits) if loss_cfg.entropy_coef > 0 else entropies[idx]  # (n,)
+        if loss_cfg.entropy_coef > 0:
+            assert valid_logits is not None  # computed whenever the bonus is on
+            values = entropy(valid_logits)  # (n,) with grad
+        else:
+            values = entropies[idx]  # (n,) the sampler's, for the 80/20 mask
         ent = torch.zeros(mb_mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
         ent[mb_mask] = values
         return ent
