@@ -48,6 +48,7 @@ class PAECBatch:
     mask: PositionMask
     valid: Tensor  # (N,) bool
     masked_entropy: float  # H_bar of the batch, detached
+    mask_total: float  # sum_t m_t over the batch, read once (a host sync on a GPU)
     floor: float | None  # H_low, None while the anchor warms up
     anchor: float | None  # H_0
     cfg: PAECConfig
@@ -62,7 +63,8 @@ class PAECBatch:
         if valid is None:
             valid = torch.ones(len(features), dtype=torch.bool, device=mask.weights.device)
         h_bar = float(masked_mean_entropy(features.top_p_entropy, mask.weights, cfg.eps))
-        return PAECBatch(features, mask, valid, h_bar, anchor.floor, anchor.anchor, cfg)
+        return PAECBatch(features, mask, valid, h_bar, float(mask.total), anchor.floor,
+                         anchor.anchor, cfg)
 
     @property
     def penalty(self) -> float:
@@ -74,12 +76,12 @@ class PAECBatch:
         `features.top_p_entropy`) at positions `index` of the batch. Sums to the batch term."""
         cfg = self.cfg
         weights = self.mask.weights[index]  # (n,)
-        denom = float(self.mask.total) + cfg.eps
+        denom = self.mask_total + cfg.eps
         s_mb = (weights * top_p_entropy).sum()  # ()
         term = -cfg.entropy_bonus * s_mb / denom  # ()
         if self.floor is not None and cfg.penalty_weight > 0:
             slope = -2.0 * max(0.0, self.floor - self.masked_entropy)  # dL_pen / dH_bar
-            share = float(weights.sum()) / float(self.mask.total) if self.mask.total > 0 else 0.0
+            share = float(weights.sum()) / self.mask_total if self.mask_total > 0 else 0.0
             term = term + cfg.penalty_weight * (
                 self.penalty * share + slope * (s_mb - s_mb.detach()) / denom
             )
