@@ -27,10 +27,10 @@ from paec.callbacks import Callback
 from paec.checkpoint import verify_checkpoint
 from paec.cli import JsonlMetrics, ProgressBar
 from paec.config import PAECConfig
-from paec.features import TokenFeatures, token_features
+from paec.features import TokenFeatures
 from paec.losses import PolicyLossConfig
 from paec.penalty import PAECBatch
-from paec.rollout import encode_prompts, sample, sequence_logits
+from paec.rollout import FeatureCollector, encode_prompts, sample
 from paec.train_config import TrainConfig
 from paec.trainer import Trainer
 
@@ -71,11 +71,14 @@ def show_mask(trainer: Trainer, prompts: int = 2, samples: int = 3) -> None:
     cfg, model, tok = trainer.cfg, trainer.model, trainer.tokenizer
     examples = trainer.val_examples[:prompts]
     enc = encode_prompts(tok, [e.messages for e in examples], trainer.device)
+    # The features the trainer uses: from the sampler's own logits, no second forward pass.
+    stats = FeatureCollector(cfg.paec.top_p, top_k=cfg.paec.top_k)
     roll = sample(model, tok, enc, group_size=samples, max_new_tokens=32,
-                  temperature=cfg.temperature, top_p=1.0, generator_seed=cfg.seed)
-    with torch.no_grad():
-        logits = sequence_logits(model, roll, cfg.temperature)[roll.completion_mask]  # (n, V)
-    features = token_features(logits, cfg.paec.top_p)
+                  temperature=cfg.temperature, top_p=1.0, generator_seed=cfg.seed,
+                  on_step=stats)
+    features_bt = stats.result()[1]
+    assert features_bt is not None  # top_p was given
+    features = features_bt.select(roll.completion_mask)  # (n,)
     batch = PAECBatch.build(features, AnchorState(cfg.paec.anchor_steps, cfg.paec.floor_ratio),
                             cfg.paec)
     ends = torch.cumsum(roll.completion_mask.sum(-1), 0).tolist()
