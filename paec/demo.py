@@ -28,7 +28,7 @@ from paec.checkpoint import verify_checkpoint
 from paec.cli import JsonlMetrics, ProgressBar
 from paec.config import PAECConfig
 from paec.features import TokenFeatures
-from paec.losses import PolicyLossConfig
+from paec.loss_config import PolicyLossConfig
 from paec.penalty import PAECBatch
 from paec.rollout import FeatureCollector, encode_prompts, sample
 from paec.train_config import TrainConfig

@@ -1,5 +1,5 @@
 """The trainer's configuration: one typed dataclass, a docstring per field, nested configs for
-the policy loss (`paec.losses.PolicyLossConfig`) and PAEC (`paec.config.PAECConfig`).
+the policy loss (`paec.loss_config.PolicyLossConfig`) and PAEC (`paec.config.PAECConfig`).
 
 Loaded from JSON or YAML-free plain dicts with `TrainConfig.from_dict`; unknown keys are
 errors that name the key. Derived values are computed in one place (`__post_init__`).
@@ -16,7 +16,7 @@ from typing import Any
 
 from paec.checks import parse_enum, require
 from paec.config import PAECConfig
-from paec.losses import PolicyLossConfig
+from paec.loss_config import PolicyLossConfig
 
 
 class LRSchedule(StrEnum):

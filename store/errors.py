@@ -10,6 +10,8 @@ class ServiceError(Exception):
     status_code: int = 500
     error_type: str = "server_error"
     code: str = "internal_error"
+    retryable: bool | None = None
+    """Sent as `x-should-retry` (honoured by the OpenAI client); None leaves it to the client."""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -44,3 +46,54 @@ class InvalidTransitionError(ServiceError):
     status_code = 409
     error_type = "invalid_request_error"
     code = "invalid_state"
+    retryable = False
+
+
+class AuthenticationError(ServiceError):
+    """No key, a malformed key, or a revoked one."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class ConflictError(ServiceError):
+    """The request conflicts with the object's state and retrying will not help."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
+    retryable = False
+
+
+class RetryLaterError(ServiceError):
+    """The object is busy (e.g. a pause checkpoint is still being written); retry shortly.
+    The OpenAI client retries 409s by itself; `retry_after_s` tells it when."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "busy"
+    retryable = True
+    retry_after_s: float = 1.0
+
+
+class PayloadTooLargeError(ServiceError):
+    """The body is over the configured limit."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UnavailableError(ServiceError):
+    """A dependency (database, broker) is down."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "unavailable"
+    retryable = True

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     """Whether jobs may name Hugging Face hub ids (the server then downloads them)."""
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest accepted dataset upload."""
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Largest accepted JSON request body (uploads have their own limit)."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Times a job may be claimed by a worker before the sweeper fails it."""
+    heartbeat_timeout_s: float = Field(default=300.0, gt=0)
+    """A running job whose heartbeat is older than this is presumed dead and re-queued."""
+    allow_python_graders: bool = True
+    """Whether jobs may use `python` graders (run in a sandboxed child process)."""
 
     @field_validator("database_url", "broker_url")
     @classmethod
@@ -43,6 +51,11 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The database URL in force."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'paec.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """The Celery broker in force (kombu's SQLAlchemy transport on SQLite by default)."""
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
 
     @property
     def resolved_artifacts_dir(self) -> Path:

@@ -1,8 +1,9 @@
-"""The API answers over real HTTP, served by uvicorn in its own process."""
+"""Liveness and readiness over real HTTP: once through `uvicorn api.app:app` in its own
+process (the command the container runs), the rest through the threaded test server."""
 
 from __future__ import annotations
 
-import socket
+import os
 import subprocess
 import sys
 import time
@@ -12,22 +13,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.service import ROOT, free_port
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def process_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
+    data = tmp_path_factory.mktemp("proc-data")
+    env = {**os.environ, "PAEC_DATABASE_URL": pg_url, "PAEC_DATA_DIR": str(data),
+           "PAEC_BROKER_URL": "redis://127.0.0.1:6379/14"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -49,11 +47,38 @@ def server() -> Iterator[str]:
             proc.stdout.close()
 
 
-def test_health_answers_over_http(server: str) -> None:
-    r = httpx.get(server + "/health")
+def test_health_answers_from_a_uvicorn_process(process_server: str) -> None:
+    r = httpx.get(process_server + "/health")
     assert r.status_code == 200
     assert r.json() == {"status": "ok", "version": "0.1.0"}
+    assert r.headers["x-request-id"].startswith("req_")
 
 
-def test_unknown_route_is_404(server: str) -> None:
-    assert httpx.get(server + "/nope").status_code == 404
+def test_ready_checks_the_database(process_server: str) -> None:
+    r = httpx.get(process_server + "/ready")
+    assert (r.status_code, r.json()) == (200, {"status": "ready"})
+
+
+def test_unknown_route_is_404_in_the_error_envelope(server: str) -> None:
+    r = httpx.get(server + "/nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+    assert r.headers["x-should-retry"] == "false"
+
+
+def test_a_request_id_sent_by_the_client_is_echoed(server: str) -> None:
+    r = httpx.get(server + "/health", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+
+
+def test_ready_is_503_when_the_database_is_down(tmp_path: Path) -> None:
+    from api.app import create_app
+    from store.settings import Settings
+    from tests.service import ThreadedServer
+
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/14",
+                        database_url="postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    with ThreadedServer(create_app(settings)) as running:
+        r = httpx.get(running.url + "/ready")
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "unavailable"

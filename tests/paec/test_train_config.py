@@ -7,7 +7,7 @@ import json
 import pytest
 
 from paec.config import MaskMode, PAECConfig
-from paec.losses import LossAggregation, PolicyLossConfig
+from paec.loss_config import LossAggregation, PolicyLossConfig
 from paec.train_config import LRSchedule, TrainConfig
 
 

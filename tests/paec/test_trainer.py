@@ -17,7 +17,7 @@ from paec.cli import main as cli_main
 from paec.config import PAECConfig
 from paec.data import DatasetError
 from paec.lora import is_lora_checkpoint
-from paec.losses import PolicyLossConfig, PolicyLossType
+from paec.loss_config import PolicyLossConfig, PolicyLossType
 from paec.models import tiny_model
 from paec.train_config import TrainConfig
 from paec.trainer import Trainer

@@ -1,0 +1,95 @@
+"""Helpers for the service's tests: a migrated Postgres database of their own, a real uvicorn
+server on a free port (in a thread of the test process), tenants with API keys."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import uvicorn
+from alembic import command
+from alembic.config import Config
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.db import make_engine, make_sessionmaker, transaction
+from store.tenants import create_key, create_tenant
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_TEST_URL = "redis://127.0.0.1:6379/14"
+
+
+def free_port() -> int:
+    """An unused TCP port on the loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def alembic_config(url: str) -> Config:
+    """The project's Alembic configuration, pointed at `url`."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+@contextlib.contextmanager
+def fresh_postgres(prefix: str = "paec_t") -> Iterator[str]:
+    """A new, empty Postgres database (dropped afterwards); yields its SQLAlchemy URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate(url: str) -> None:
+    """`alembic upgrade head` on `url`."""
+    command.upgrade(alembic_config(url), "head")
+
+
+class ThreadedServer:
+    """uvicorn serving `app` on a free loopback port from a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def new_tenant_key(url_or_sessions: str | sessionmaker[Session], name: str | None = None
+                   ) -> tuple[str, str]:
+    """A new tenant with one API key: (tenant id, secret)."""
+    sessions = (make_sessionmaker(make_engine(url_or_sessions))
+                if isinstance(url_or_sessions, str) else url_or_sessions)
+    with transaction(sessions) as session:
+        tenant = create_tenant(session, name or f"t-{secrets.token_hex(6)}")
+        key = create_key(session, tenant)
+    return key.tenant_id, key.secret
