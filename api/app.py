@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import telemetry
 from api.deps import Services
 from api.routes import ROUTERS
 from store.db import make_engine, make_sessionmaker
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
 
     for router in ROUTERS:
         app.include_router(router)
+    telemetry.install(app)
     return app
 
 

@@ -93,3 +93,45 @@ def new_tenant_key(url_or_sessions: str | sessionmaker[Session], name: str | Non
         tenant = create_tenant(session, name or f"t-{secrets.token_hex(6)}")
         key = create_key(session, tenant)
     return key.tenant_id, key.secret
+
+
+def make_file(sessions: sessionmaker[Session], tenant_id: str, *, rows: int = 2,
+              storage_root: Path | None = None, content: bytes | None = None) -> str:
+    """Arrange a processed dataset file row for `tenant_id` (and its bytes when
+    `storage_root` is given); returns its id."""
+    import hashlib
+
+    from store import ids
+    from store.models import File
+    from store.storage import LocalStorage
+
+    data = content if content is not None else b"".join(
+        b'{"prompt": "What is %d + 1?", "answer": "%d"}\n' % (i, i + 1) for i in range(rows))
+    file_id = ids.new_id(ids.FILE)
+    key = f"files/{tenant_id}/{file_id}.jsonl"
+    if storage_root is not None:
+        LocalStorage(storage_root).put_bytes(key, data)
+    with transaction(sessions) as session:
+        session.add(File(id=file_id, tenant_id=tenant_id, filename="train.jsonl",
+                         purpose="fine-tune", bytes=len(data),
+                         sha256=hashlib.sha256(data).hexdigest(), rows=rows,
+                         status="processed", storage_key=key))
+    return file_id
+
+
+def make_job(sessions: sessionmaker[Session], tenant_id: str, *, status: str = "queued",
+             training_file: str = "file-none", total_steps: int = 4, **fields: object) -> str:
+    """Arrange a job row for `tenant_id` directly in the database; returns its id."""
+    from store import ids
+    from store.models import Job
+
+    job_id = ids.new_id(ids.JOB)
+    values: dict[str, object] = {
+        "id": job_id, "tenant_id": tenant_id, "model": "builtin:smollm2-135m-instruct",
+        "training_file": training_file, "status": status, "total_steps": total_steps,
+        "method": {"type": "reinforcement", "reinforcement": {}}, "config": {"steps":
+                                                                            total_steps},
+        "seed": 0, **fields}
+    with transaction(sessions) as session:
+        session.add(Job(**values))
+    return job_id

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import health
+from api.routes import (
+    checkpoints,
+    evaluations,
+    files,
+    graders,
+    health,
+    jobs,
+    metrics,
+    stream,
+)
 
-ROUTERS: list[APIRouter] = [health.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    files.router,
+    jobs.router,
+    checkpoints.router,
+    graders.router,
+    metrics.router,
+    stream.router,
+    evaluations.router,
+]
