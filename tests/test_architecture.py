@@ -26,7 +26,8 @@ ALLOWED = {
 
 # The paec modules the domain may import; none of them may import torch (checked below).
 TORCH_FREE_PAEC = {"paec.data", "paec.graders", "paec.train_config", "paec.grader_errors",
-                   "paec.loss_config", "paec.config", "paec.checks"}
+                   "paec.loss_config", "paec.config", "paec.checks", "paec.formula",
+                   "paec.sandbox", "paec.templates"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -1,7 +1,46 @@
-"""(Being written: issue 4.)"""
+"""/v1/fine_tuning/alpha/graders: check a grader, and grade one sample with it, before a job
+uses it (OpenAI `fine_tuning.alpha.graders.validate` and `.run`, openai-compat a.3.11).
+
+Both are plain `def` routes, so they run in a worker thread: graders that need a main thread
+(math_verify's SIGALRM timeouts) grade in a child process there (paec.sandbox).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from api.deps import ServicesDep, TenantDep
+from store.grading import run_grader, validate_grader_spec
+
+router = APIRouter(prefix="/v1/fine_tuning/alpha/graders", tags=["graders"])
+
+
+class ValidateGraderRequest(BaseModel):
+    """Body of `validate`."""
+
+    grader: dict[str, Any]
+
+
+class RunGraderRequest(BaseModel):
+    """Body of `run`: the grader, the model's output, and the dataset row it answers."""
+
+    grader: dict[str, Any]
+    model_sample: str
+    item: dict[str, Any] | None = None
+
+
+@router.post("/validate")
+def validate(body: ValidateGraderRequest, tenant: TenantDep,
+             services: ServicesDep) -> dict[str, Any]:
+    """The grader, echoed, if the service would accept it in a job (400 naming the field
+    otherwise)."""
+    return {"grader": validate_grader_spec(body.grader, services.settings, "grader")}
+
+
+@router.post("/run")
+def run(body: RunGraderRequest, tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
+    """Grade `model_sample` against `item`; a failed grade is reward 0 with its error flag."""
+    return run_grader(body.grader, body.model_sample, body.item, services.settings)

@@ -51,9 +51,11 @@ def server(app: FastAPI) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sessions(pg_url: str) -> sessionmaker[Session]:
+def sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
     """Sessions on the test database, for arranging and inspecting rows."""
-    return make_sessionmaker(make_engine(pg_url))
+    engine = make_engine(pg_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 @pytest.fixture

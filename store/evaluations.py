@@ -1,0 +1,243 @@
+"""Evaluations (native API): a model or checkpoint sampled k times on each problem of one or
+more datasets, scored per dataset. The API creates and cancels them; a worker claims one
+(compare-and-set), computes it and writes its results.
+
+Lifecycle: `queued -> running -> succeeded | failed`, and `queued | running -> cancelled`.
+
+The object the API returns:
+
+    {"id": "eval-...", "object": "evaluation", "created_at": 1746679539,
+     "model": "builtin:smollm2-135m-instruct" | "local:..." | "ft:...",
+     "datasets": ["builtin:add", "file-..."], "k": 8, "grader": {...},
+     "settings": {"max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "size": 64,
+                  "seed": 0},
+     "status": "queued", "results": null, "error": null, "metadata": {...} | null,
+     "started_at": null, "finished_at": null}
+
+`results` (written by the worker through `finish_evaluation`, null until then) maps each
+dataset, as named in `datasets`, to its scores; the metric keys carry the evaluation's k
+(paec.evaluation.evaluate_groups), e.g. for k = 8:
+
+    {"builtin:add": {"avg@8": 0.41, "pass@8": 0.93, "maj@8": 0.55, "n": 64}}
+
+avg@k: mean accuracy over all samples (the unbiased pass@1); pass@k: unbiased probability
+that at least one of k samples is right; maj@k: the majority answer of the first k samples
+is right; n: problems evaluated. A worker may add keys (e.g. `pass@1`); clients should
+ignore those they do not know. `error` is `{code, message}` once failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from paec.data import BUILTIN_TASKS
+from store import ids
+from store.db import unix, utcnow
+from store.errors import InvalidRequestError, InvalidTransitionError, NotFoundError
+from store.files import FINE_TUNE
+from store.grading import validate_grader_spec
+from store.model_names import resolve_model_name
+from store.models import Evaluation, File
+from store.settings import Settings
+
+
+class EvaluationStatus(StrEnum):
+    """Status of an evaluation."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING)
+
+DEFAULT_GRADER: dict[str, Any] = {"type": "math_verify", "name": "math_verify",
+                                  "input": "{{sample.output_text}}",
+                                  "reference": "{{item.answer}}"}
+"""Mathematical equivalence of the sample's final answer and the item's `answer`."""
+
+
+class EvaluationRequest(BaseModel):
+    """The body of `POST /api/evaluations`; unknown keys are refused (400 naming the key)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(min_length=1, max_length=512)
+    """A model name resolve_model_name accepts for the tenant."""
+    datasets: list[str] = Field(min_length=1, max_length=8)
+    """File ids of the tenant's processed datasets, or built-in task names (`builtin:add`)."""
+    k: int = Field(default=8, ge=1, le=64)
+    """Samples per problem."""
+    grader: dict[str, Any] | None = None
+    """An OpenAI grader object; None means DEFAULT_GRADER."""
+    max_new_tokens: int = Field(default=64, ge=1, le=2048)
+    temperature: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    size: int = Field(default=64, ge=1, le=4096)
+    """Problems drawn from each built-in task (files are used whole)."""
+    seed: int = Field(default=0, ge=0, le=2_147_483_647)
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+
+
+def evaluation_object(evaluation: Evaluation) -> dict[str, Any]:
+    """The evaluation as the API returns it (module docstring)."""
+    settings = dict(evaluation.settings)
+    # Metadata rides in the settings column (the table has no column of its own).
+    metadata = settings.pop("metadata", None)
+    return {"id": evaluation.id, "object": "evaluation",
+            "created_at": unix(evaluation.created_at), "model": evaluation.model,
+            "datasets": list(evaluation.datasets), "k": evaluation.k,
+            "grader": evaluation.grader, "settings": settings, "status": evaluation.status,
+            "results": evaluation.results, "error": evaluation.error, "metadata": metadata,
+            "started_at": unix(evaluation.started_at),
+            "finished_at": unix(evaluation.finished_at)}
+
+
+def _check_dataset(session: Session, tenant_id: str, name: str, param: str) -> None:
+    if name.startswith("builtin:"):
+        if name not in BUILTIN_TASKS:
+            raise InvalidRequestError(f"unknown built-in task {name!r}; the built-in tasks "
+                                      f"are {', '.join(BUILTIN_TASKS)}", param=param)
+        return
+    # FOR SHARE, as for a job's files: the file cannot be deleted under a new evaluation.
+    file = session.scalar(select(File).where(File.id == name, File.tenant_id == tenant_id)
+                          .with_for_update(read=True))
+    if file is None:
+        err = InvalidRequestError(f"no file {name!r}: name one of your uploaded datasets "
+                                  "or a built-in task (builtin:...)", param=param)
+        err.code = "file_not_found"
+        raise err
+    if file.purpose != FINE_TUNE or file.status != "processed":
+        raise InvalidRequestError(f"file {name!r} is not a processed dataset (purpose "
+                                  f"{file.purpose!r}, status {file.status!r})", param=param)
+
+
+def create_evaluation(session: Session, settings: Settings, tenant_id: str,
+                      request: EvaluationRequest) -> Evaluation:
+    """Validate the request for the tenant and add a queued evaluation (not committed; the
+    caller enqueues it after the commit)."""
+    resolve_model_name(session, settings, tenant_id, request.model)
+    seen: set[str] = set()
+    for i, name in enumerate(request.datasets):
+        param = f"datasets[{i}]"
+        if name in seen:  # results are keyed by dataset name
+            raise InvalidRequestError(f"dataset {name!r} is listed twice", param=param)
+        seen.add(name)
+        _check_dataset(session, tenant_id, name, param)
+    grader = (dict(DEFAULT_GRADER) if request.grader is None
+              else validate_grader_spec(request.grader, settings, "grader"))
+    sampling: dict[str, Any] = {"max_new_tokens": request.max_new_tokens,
+                                "temperature": request.temperature, "top_p": request.top_p,
+                                "size": request.size, "seed": request.seed}
+    if request.metadata is not None:
+        sampling["metadata"] = dict(request.metadata)
+    evaluation = Evaluation(id=ids.new_id(ids.EVALUATION), tenant_id=tenant_id,
+                            model=request.model, datasets=list(request.datasets), k=request.k,
+                            grader=grader, settings=sampling,
+                            status=EvaluationStatus.QUEUED.value,
+                            created_at=utcnow())
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+def get_evaluation(session: Session, tenant_id: str, evaluation_id: str, *,
+                   for_update: bool = False) -> Evaluation:
+    """The tenant's evaluation (another tenant's answers exactly as a missing one: 404)."""
+    query = select(Evaluation).where(Evaluation.id == evaluation_id,
+                                     Evaluation.tenant_id == tenant_id)
+    if for_update:
+        query = query.with_for_update()
+    evaluation = session.scalar(query)
+    if evaluation is None:
+        raise NotFoundError(f"no evaluation {evaluation_id!r}", param="evaluation_id")
+    return evaluation
+
+
+def list_evaluations(session: Session, tenant_id: str, *, after: str | None, limit: int
+                     ) -> tuple[list[Evaluation], bool]:
+    """A page of the tenant's evaluations, newest first, older than the evaluation `after`;
+    returns (evaluations, has_more)."""
+    query = select(Evaluation).where(Evaluation.tenant_id == tenant_id)
+    if after is not None:
+        cursor = session.scalar(select(Evaluation.seq).where(Evaluation.id == after,
+                                                             Evaluation.tenant_id == tenant_id))
+        if cursor is None:
+            raise InvalidRequestError(f"no evaluation {after!r}", param="after")
+        query = query.where(Evaluation.seq < cursor)
+    rows = list(session.scalars(query.order_by(Evaluation.seq.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_evaluation(session: Session, tenant_id: str, evaluation_id: str) -> Evaluation:
+    """Cancel a queued or running evaluation; a cancelled one is returned as it is (so the
+    client's retries are harmless); a finished one is a 409. A running worker sees the
+    status at its next write (`finish_evaluation` leaves a cancelled row alone)."""
+    evaluation = get_evaluation(session, tenant_id, evaluation_id, for_update=True)
+    if evaluation.status == EvaluationStatus.CANCELLED:
+        return evaluation
+    if evaluation.status not in ACTIVE:
+        raise InvalidTransitionError(f"an evaluation that is {evaluation.status} cannot be "
+                                     "cancelled")
+    evaluation.status = EvaluationStatus.CANCELLED.value
+    evaluation.finished_at = utcnow()
+    evaluation.worker_id = None
+    session.flush()
+    return evaluation
+
+
+# ---- for the worker ----
+
+def claim_evaluation(session: Session, evaluation_id: str, worker_id: str
+                     ) -> Evaluation | None:
+    """Take a queued evaluation for `worker_id` (queued -> running, attempt + 1) by one
+    compare-and-set UPDATE, so that of two workers given the same id exactly one wins; None
+    for the loser, or when the evaluation is no longer queued (cancelled, done, gone)."""
+    now = utcnow()
+    claimed = session.scalar(
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id,
+               Evaluation.status == EvaluationStatus.QUEUED.value)
+        .values(status=EvaluationStatus.RUNNING.value, attempt=Evaluation.attempt + 1,
+                worker_id=worker_id, started_at=now, heartbeat_at=now)
+        .returning(Evaluation.seq))
+    if claimed is None:
+        return None
+    return session.scalar(select(Evaluation).where(Evaluation.seq == claimed)
+                          .execution_options(populate_existing=True))
+
+
+def _settle(session: Session, evaluation_id: str, values: Mapping[str, Any],
+            from_: tuple[EvaluationStatus, ...]) -> bool:
+    # Only an active evaluation settles: a cancel that came first is not overwritten.
+    done = session.scalar(
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id,
+               Evaluation.status.in_([status.value for status in from_]))
+        .values(**values, finished_at=utcnow(), worker_id=None)
+        .returning(Evaluation.seq))
+    return done is not None
+
+
+def finish_evaluation(session: Session, evaluation_id: str, results: dict[str, Any]) -> bool:
+    """Record the results (module docstring) of a running evaluation as succeeded; False
+    (and nothing written) when it is no longer running, e.g. cancelled meanwhile."""
+    return _settle(session, evaluation_id, {"status": EvaluationStatus.SUCCEEDED.value,
+                                            "results": results, "error": None},
+                   (EvaluationStatus.RUNNING,))
+
+
+def fail_evaluation(session: Session, evaluation_id: str, code: str, message: str) -> bool:
+    """Mark a queued or running evaluation failed with `{code, message}` (a sweeper may fail
+    one that never ran); False when it is already finished or cancelled."""
+    return _settle(session, evaluation_id, {"status": EvaluationStatus.FAILED.value,
+                                            "error": {"code": code, "message": message}},
+                   ACTIVE)

@@ -1,0 +1,283 @@
+"""A reinforcement job's hyperparameters: OpenAI's fields and our extensions, mapped onto
+`paec.train_config.TrainConfig` and validated by building it (openai-compat a.3.1).
+
+OpenAI's fields (each may be "auto", meaning TrainConfig's default):
+
+    batch_size               -> prompts_per_step
+    learning_rate_multiplier -> learning_rate = multiplier * TrainConfig's default rate
+    n_epochs                 -> steps = ceil(n_epochs * training rows / prompts_per_step)
+    eval_interval            -> eval_interval (0: evaluate only at the end)
+    eval_samples             -> eval_k
+    reasoning_effort         only "default";  compute_multiplier  only "auto"
+
+Extensions are TrainConfig's own field names (`group_size`, `paec: {...}`, `loss: {...}`),
+sent next to them in `method.reinforcement.hyperparameters` (the client passes unknown keys
+through, a.1). Fields the server controls (paths, device, grader, seed) are refused. Every
+error is an InvalidRequestError whose `param` is the full path of the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from paec.config import PAECConfig
+from paec.loss_config import PolicyLossConfig
+from paec.train_config import TrainConfig
+from store.errors import InvalidRequestError
+
+PARAM = "method.reinforcement.hyperparameters"
+
+SERVER_KEYS = frozenset({"model", "train_data", "validation_data", "grader",
+                         "allow_python_grader", "output_dir", "device", "seed"})
+"""TrainConfig fields the worker fills from the job row, never from the request."""
+BUILTIN_TASK_KEYS = frozenset({"train_size", "validation_size"})
+"""TrainConfig fields that only matter for built-in tasks; a job always trains on files."""
+OPENAI_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs", "eval_interval",
+               "eval_samples", "reasoning_effort", "compute_multiplier")
+USER_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                  if f.name not in SERVER_KEYS | BUILTIN_TASK_KEYS)
+"""The TrainConfig fields a request may set, in TrainConfig's order."""
+# (OpenAI field, TrainConfig field): one value, two names; sending both is ambiguous.
+ALIASES = (("batch_size", "prompts_per_step"), ("learning_rate_multiplier", "learning_rate"),
+           ("n_epochs", "steps"), ("eval_samples", "eval_k"))
+
+MAX_BATCH_SIZE = 256
+MAX_EPOCHS = 50
+"""OpenAI's ranges: batch_size 1-256, n_epochs up to 50."""
+
+_DEFAULTS = TrainConfig()
+_CONFIG_MESSAGE = re.compile(r"^(TrainConfig|PAECConfig|PolicyLossConfig)(?:\.(\w+))?[ :]")
+_SECTION = {"TrainConfig": "", "PAECConfig": "paec.", "PolicyLossConfig": "loss."}
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """A request's hyperparameters, resolved."""
+
+    config: dict[str, Any]
+    """TrainConfig.to_dict() without the SERVER_KEYS: what the worker runs."""
+    echo: dict[str, Any]
+    """`method.reinforcement.hyperparameters` as the job object shows it: OpenAI's fields as
+    numbers (reasoning_effort "default") and every extension with its effective value."""
+    summary: dict[str, Any]
+    """The job object's top-level `hyperparameters` {batch_size, learning_rate_multiplier,
+    n_epochs}."""
+    total_steps: int
+
+
+def _error(param: str, message: str) -> InvalidRequestError:
+    return InvalidRequestError(f"{param}: {message}", param=param)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(hint: Any) -> str:
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is bool:
+        return "true or false"
+    if hint is str or (isinstance(hint, type) and issubclass(hint, StrEnum)):
+        return "a string"
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join("null" if a is type(None) else _describe(a)
+                           for a in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return "a list of strings"
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(typing.get_args(hint))} numbers"
+    return "an object"
+
+
+def _check_type(value: object, hint: Any, param: str) -> object:
+    """`value` if it is JSON of the annotated type (ints pass for floats), else a 400. Done
+    here because the dataclasses' own checks assume the right types (`"4" >= 2` raises a
+    TypeError, 4.5 passes `>= 1`, true passes as 1)."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _check_type(value, option, param)
+            except InvalidRequestError:
+                continue
+        raise _error(param, f"must be {_describe(hint)}, got {value!r}")
+    ok: bool
+    if hint is int:
+        ok = _integer(value)
+    elif hint is float:
+        ok = _number(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _error(param, f"must be a finite number, got {value!r}")
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is str or (isinstance(hint, type) and issubclass(hint, StrEnum)):
+        ok = isinstance(value, str)
+    elif typing.get_origin(hint) is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif typing.get_origin(hint) is tuple:
+        size = len(typing.get_args(hint))
+        ok = (isinstance(value, list) and len(value) == size and all(map(_number, value))
+              and all(math.isfinite(v) for v in value))
+    else:
+        raise AssertionError(f"unhandled annotation {hint!r}")  # a new TrainConfig field type
+    if not ok:
+        raise _error(param, f"must be {_describe(hint)}, got {value!r}")
+    return value
+
+
+def _check_section(raw: Mapping[str, Any], cls: type[Any], param: str) -> dict[str, Any]:
+    """A nested config (`paec`, `loss`): known keys of the right types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise _error(f"{param}.{key}", f"unknown field; {cls.__name__} has "
+                         + ", ".join(sorted(known)))
+        out[key] = _check_type(value, hints[key], f"{param}.{key}")
+    return out
+
+
+def _extension(key: str, value: object, param: str) -> object:
+    hint = typing.get_type_hints(TrainConfig)[key]
+    if key in ("paec", "loss"):
+        if not isinstance(value, Mapping):
+            raise _error(param, f"must be an object, got {value!r}")
+        return _check_section(value, PAECConfig if key == "paec" else PolicyLossConfig, param)
+    return _check_type(value, hint, param)
+
+
+def _auto_or(raw: Mapping[str, Any], key: str, check: Any, rule: str) -> Any:
+    """None for absent/"auto", else the value if `check(value)`, else a 400."""
+    value = raw.get(key, "auto")
+    if value == "auto" or value is None:
+        return None
+    if not check(value):
+        raise _error(f"{PARAM}.{key}", f"must be \"auto\" or {rule}, got {value!r}")
+    return value
+
+
+def _openai_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI's fields, checked; None means auto."""
+    effort = raw.get("reasoning_effort", "default")
+    if effort not in (None, "default"):
+        if effort in ("low", "medium", "high"):
+            raise _error(f"{PARAM}.reasoning_effort", f"{effort!r} is not supported: the "
+                         "models trained here have no reasoning-effort setting; only "
+                         "\"default\" is accepted (bound the completion length with "
+                         "max_new_tokens instead)")
+        raise _error(f"{PARAM}.reasoning_effort",
+                     f"must be one of default, low, medium, high, got {effort!r}")
+    multiplier = raw.get("compute_multiplier", "auto")
+    if multiplier not in (None, "auto"):
+        raise _error(f"{PARAM}.compute_multiplier", f"only \"auto\" is supported, got "
+                     f"{multiplier!r}: set the compute with steps, group_size and "
+                     "max_new_tokens instead")
+    return {
+        "batch_size": _auto_or(raw, "batch_size",
+                               lambda v: _integer(v) and 1 <= v <= MAX_BATCH_SIZE,
+                               f"an integer in [1, {MAX_BATCH_SIZE}]"),
+        "learning_rate_multiplier": _auto_or(
+            raw, "learning_rate_multiplier",
+            lambda v: _number(v) and math.isfinite(v) and v > 0, "a number > 0"),
+        "n_epochs": _auto_or(raw, "n_epochs",
+                             lambda v: _number(v) and 0 < v <= MAX_EPOCHS,
+                             f"a number in (0, {MAX_EPOCHS}]"),
+        "eval_interval": _auto_or(raw, "eval_interval", lambda v: _integer(v) and v >= 0,
+                                  "an integer >= 0 (0: only at the end)"),
+        "eval_samples": _auto_or(raw, "eval_samples", lambda v: _integer(v) and v >= 1,
+                                 "an integer >= 1"),
+    }
+
+
+def _config_param(message: str, openai: Mapping[str, Any]) -> str:
+    """The request path of the field a TrainConfig ValueError names ("PAECConfig.top_p must
+    be ..." -> "method.reinforcement.hyperparameters.paec.top_p")."""
+    match = _CONFIG_MESSAGE.match(message)
+    if match is None:
+        return PARAM
+    section, field = _SECTION[match.group(1)], match.group(2)
+    if field is None:
+        return PARAM + ("." + section.rstrip(".") if section else "")
+    if not section:  # a value the request gave under its OpenAI name is reported so
+        field = next((o for o, t in ALIASES if t == field and openai.get(o) is not None),
+                     field)
+    return f"{PARAM}.{section}{field}"
+
+
+def _round(value: float) -> float | int:
+    # Six significant digits: 0.5 stays 0.5 after (0.5 * 2e-6) / 2e-6, and an integer is one.
+    rounded = float(f"{value:.6g}")
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+def resolve_hyperparameters(raw: object, *, training_rows: int) -> Hyperparameters:
+    """Map and validate `method.reinforcement.hyperparameters` (None: all defaults) for a
+    training file of `training_rows` rows; raises InvalidRequestError naming the field."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise _error(PARAM, f"must be an object, got {raw!r}")
+    for key in raw:
+        if key in SERVER_KEYS:
+            raise _error(f"{PARAM}.{key}", "is set by the server and cannot be sent "
+                         "(model, training_file, validation_file, grader and seed are "
+                         "fields of the request itself)")
+        if key in BUILTIN_TASK_KEYS:
+            raise _error(f"{PARAM}.{key}", "only applies to built-in tasks; a job trains on "
+                         "its whole training_file and evaluates on its whole validation_file")
+        if key not in OPENAI_KEYS and key not in USER_KEYS:
+            raise _error(f"{PARAM}.{key}", "unknown hyperparameter; accepted: "
+                         + ", ".join((*OPENAI_KEYS, *USER_KEYS)))
+    openai = _openai_fields(raw)
+    for ours, theirs in ALIASES:
+        if openai.get(ours) is not None and theirs in raw:
+            raise _error(f"{PARAM}.{theirs}", f"conflicts with {ours}: send one of them")
+    config: dict[str, Any] = {key: _extension(key, raw[key], f"{PARAM}.{key}")
+                              for key in USER_KEYS if key in raw and key not in OPENAI_KEYS}
+    if openai["eval_interval"] is not None:
+        config["eval_interval"] = openai["eval_interval"]
+    if openai["eval_samples"] is not None:
+        config["eval_k"] = openai["eval_samples"]
+    if openai["batch_size"] is not None:
+        config["prompts_per_step"] = openai["batch_size"]
+    if openai["learning_rate_multiplier"] is not None:
+        config["learning_rate"] = openai["learning_rate_multiplier"] * _DEFAULTS.learning_rate
+    prompts = int(config.get("prompts_per_step", _DEFAULTS.prompts_per_step))
+    if openai["n_epochs"] is not None:
+        config["steps"] = max(1, math.ceil(openai["n_epochs"] * training_rows / prompts))
+    try:
+        trainer = TrainConfig.from_dict(config)
+    except (ValueError, TypeError) as exc:
+        param = _config_param(str(exc), openai)
+        raise InvalidRequestError(f"{param}: {exc}", param=param) from None
+    full = trainer.to_dict()
+    n_epochs = (openai["n_epochs"] if openai["n_epochs"] is not None
+                else _round(trainer.steps * trainer.prompts_per_step / max(1, training_rows)))
+    summary = {"batch_size": trainer.prompts_per_step,
+               "learning_rate_multiplier": _round(trainer.learning_rate
+                                                  / _DEFAULTS.learning_rate),
+               "n_epochs": n_epochs}
+    echo = {**summary, "eval_interval": trainer.eval_interval, "eval_samples": trainer.eval_k,
+            "reasoning_effort": "default", "compute_multiplier": 1,
+            **{key: full[key] for key in USER_KEYS}}
+    stored = {k: v for k, v in full.items() if k not in SERVER_KEYS}
+    return Hyperparameters(config=stored, echo=echo, summary=summary,
+                           total_steps=trainer.steps)

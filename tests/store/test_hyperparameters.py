@@ -1,0 +1,146 @@
+"""The mapping of a job's hyperparameters (OpenAI's fields and our extensions) onto
+TrainConfig: what the worker runs, what the job echoes, and a 400 naming the full path of
+every bad field. No HTTP, no database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from paec.train_config import TrainConfig
+from store.errors import InvalidRequestError
+from store.hyperparameters import PARAM, SERVER_KEYS, USER_KEYS, resolve_hyperparameters
+
+DEFAULTS = TrainConfig()
+
+
+def refused(raw: object, rows: int = 10) -> InvalidRequestError:
+    with pytest.raises(InvalidRequestError) as info:
+        resolve_hyperparameters(raw, training_rows=rows)
+    return info.value
+
+
+def test_no_hyperparameters_run_trainconfig_defaults() -> None:
+    hp = resolve_hyperparameters(None, training_rows=10)
+    expected = {k: v for k, v in DEFAULTS.to_dict().items() if k not in SERVER_KEYS}
+    assert hp.config == expected
+    assert hp.total_steps == DEFAULTS.steps
+    # "auto" epochs: the default steps over 10 rows at the default batch.
+    assert hp.summary == {"batch_size": DEFAULTS.prompts_per_step,
+                          "learning_rate_multiplier": 1,
+                          "n_epochs": DEFAULTS.steps * DEFAULTS.prompts_per_step / 10}
+
+
+def test_openai_fields_map_onto_trainconfig() -> None:
+    hp = resolve_hyperparameters({"batch_size": 3, "learning_rate_multiplier": 0.5,
+                                  "n_epochs": 2, "eval_interval": 5, "eval_samples": 4},
+                                 training_rows=10)
+    assert hp.config["prompts_per_step"] == 3
+    assert hp.config["learning_rate"] == pytest.approx(0.5 * DEFAULTS.learning_rate)
+    assert hp.total_steps == hp.config["steps"] == 7  # ceil(2 * 10 / 3)
+    assert (hp.config["eval_interval"], hp.config["eval_k"]) == (5, 4)
+    assert hp.summary == {"batch_size": 3, "learning_rate_multiplier": 0.5, "n_epochs": 2}
+
+
+def test_auto_is_the_default() -> None:
+    auto = resolve_hyperparameters({k: "auto" for k in ("batch_size", "n_epochs",
+                                                        "learning_rate_multiplier",
+                                                        "eval_interval", "eval_samples",
+                                                        "compute_multiplier")},
+                                   training_rows=10)
+    assert auto == resolve_hyperparameters({}, training_rows=10)
+
+
+def test_extensions_reach_the_config_and_the_echo_lists_every_effective_value() -> None:
+    hp = resolve_hyperparameters({"group_size": 4, "steps": 3, "learning_rate": 1e-5,
+                                  "paec": {"quantile": 0.7}, "loss": {"loss_type": "cispo"},
+                                  "lora_target_modules": ["q_proj"], "adam_betas": [0.9, 0.95]},
+                                 training_rows=6)
+    assert hp.config["group_size"] == 4 and hp.total_steps == 3
+    assert hp.config["paec"]["quantile"] == 0.7
+    assert hp.config["paec"]["top_p"] == DEFAULTS.paec.top_p  # untouched defaults stay
+    assert hp.config["loss"]["loss_type"] == "cispo"
+    assert hp.config["adam_betas"] == [0.9, 0.95]
+    assert set(USER_KEYS) <= set(hp.echo)
+    assert hp.echo["learning_rate_multiplier"] == 5  # 1e-5 / 2e-6
+    assert hp.echo["n_epochs"] == 2  # 3 steps * 4 prompts / 6 rows
+    assert hp.echo["reasoning_effort"] == "default"
+    # What the job row stores must rebuild the same TrainConfig.
+    TrainConfig.from_dict(hp.config)
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    ({"paec": {"top_p": 1.5}}, "paec.top_p"),
+    ({"paec": {"tau": 1.0}}, "paec.tau"),
+    ({"loss": {"clip_low": 2.0}}, "loss.clip_low"),
+    ({"loss": {"clip_cov_lb": 9.0}}, "loss.clip_cov_lb"),
+    ({"group_size": 1}, "group_size"),
+    ({"group_size": "4"}, "group_size"),
+    ({"group_size": 4.5}, "group_size"),
+    ({"use_paec": 1}, "use_paec"),
+    ({"lr_schedule": "exponential"}, "lr_schedule"),
+    ({"max_grad_norm": float("inf")}, "max_grad_norm"),
+    ({"paec": 3}, "paec"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": 257}, "batch_size"),
+    ({"n_epochs": 0}, "n_epochs"),
+    ({"n_epochs": 51}, "n_epochs"),
+    ({"learning_rate_multiplier": -1}, "learning_rate_multiplier"),
+    ({"eval_samples": 0}, "eval_samples"),
+    ({"eval_interval": -1}, "eval_interval"),
+    ({"steps": 0}, "steps"),
+    ({"entropy_calibration": True}, "entropy_calibration"),
+])
+def test_a_bad_field_is_a_400_naming_its_full_path(raw: dict[str, Any], param: str) -> None:
+    error = refused(raw)
+    assert error.param == f"{PARAM}.{param}"
+    assert error.message.startswith(f"{PARAM}.{param}: ")
+
+
+@pytest.mark.parametrize("key", sorted(SERVER_KEYS))
+def test_fields_the_server_controls_are_refused(key: str) -> None:
+    error = refused({key: "x"})
+    assert error.param == f"{PARAM}.{key}"
+    assert "set by the server" in error.message
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    ({"learning_rate": 1e-5, "learning_rate_multiplier": 2}, "learning_rate"),
+    ({"steps": 10, "n_epochs": 1}, "steps"),
+    ({"prompts_per_step": 2, "batch_size": 2}, "prompts_per_step"),
+    ({"eval_k": 2, "eval_samples": 2}, "eval_k"),
+])
+def test_an_openai_field_and_its_trainconfig_twin_conflict(raw: dict[str, Any],
+                                                           param: str) -> None:
+    error = refused(raw)
+    assert error.param == f"{PARAM}.{param}"
+    assert "conflicts" in error.message
+
+
+def test_the_twin_alone_is_accepted_when_the_openai_field_is_auto() -> None:
+    hp = resolve_hyperparameters({"steps": 5, "n_epochs": "auto"}, training_rows=10)
+    assert hp.total_steps == 5
+
+
+def test_reasoning_effort_other_than_default_says_why() -> None:
+    error = refused({"reasoning_effort": "high"})
+    assert error.param == f"{PARAM}.reasoning_effort"
+    assert "not supported" in error.message
+
+
+def test_compute_multiplier_must_be_auto() -> None:
+    assert refused({"compute_multiplier": 2}).param == f"{PARAM}.compute_multiplier"
+
+
+def test_built_in_task_sizes_are_refused() -> None:
+    assert refused({"train_size": 5}).param == f"{PARAM}.train_size"
+
+
+def test_hyperparameters_must_be_an_object() -> None:
+    assert refused([1, 2]).param == PARAM
+
+
+def test_one_epoch_over_few_rows_is_at_least_one_step() -> None:
+    hp = resolve_hyperparameters({"n_epochs": 0.1, "batch_size": 8}, training_rows=2)
+    assert hp.total_steps == 1
