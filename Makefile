@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	touch $(STAMP)
 
 demo: venv
-	$(PY) -m paec.demo
+	$(PY) -m client.demo
 
 lint: venv
 	$(PY) -m ruff check .

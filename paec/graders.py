@@ -466,7 +466,9 @@ def grade_batch(grader: Grader, samples: Sequence[str], items: Sequence[Mapping[
     reward/mean, reward/std: over the batch (population std, 0.0 for one sample);
     grader/<key>/mean: mean reward of each sub-grader of a multi grader;
     grader/errors: samples with any error flag; grader/error_rate: that over the batch size;
-    grader/timeouts: samples with timeout_error. An empty batch gives zeros.
+    grader/timeouts: samples with timeout_error; grader/sample_parse_errors: samples whose
+    output had no answer to grade (the model's fault, not the grader's). An empty batch gives
+    zeros.
     """
     results = grader.grade_many(samples, items)
     rewards = [r.reward for r in results]
@@ -478,6 +480,8 @@ def grade_batch(grader: Grader, samples: Sequence[str], items: Sequence[Mapping[
         "grader/errors": float(errors),
         "grader/error_rate": errors / n if n else 0.0,
         "grader/timeouts": float(sum(r.errors["timeout_error"] for r in results)),
+        "grader/sample_parse_errors": float(sum(r.errors["sample_parse_error"]
+                                                for r in results)),
     }
     if isinstance(grader, MultiGrader):
         for key in grader.graders:

@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     """A running job whose heartbeat is older than this is presumed dead and re-queued."""
     allow_python_graders: bool = True
     """Whether jobs may use `python` graders (run in a sandboxed child process)."""
+    worker_dir: Path | None = None
+    """A worker's scratch space (datasets, run folders, fetched checkpoints); None means
+    <data_dir>/worker."""
+    worker_device: str = "auto"
+    """The device a worker trains on: cpu, cuda, cuda:N, or auto (cuda if available). Run one
+    worker per GPU (CUDA_VISIBLE_DEVICES), each with concurrency 1."""
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    """How often each worker runs the sweeper (stale heartbeats, lost messages)."""
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    """How often a running job's heartbeat is written (independently of step length)."""
+    resend_after_s: float = Field(default=120.0, gt=0)
+    """A job queued for longer than this without a worker is sent to the queue again."""
 
     @field_validator("database_url", "broker_url")
     @classmethod
@@ -56,6 +68,11 @@ class Settings(BaseSettings):
     def resolved_broker_url(self) -> str:
         """The Celery broker in force (kombu's SQLAlchemy transport on SQLite by default)."""
         return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def resolved_worker_dir(self) -> Path:
+        """The worker scratch folder in force."""
+        return self.worker_dir or self.data_dir / "worker"
 
     @property
     def resolved_artifacts_dir(self) -> Path:

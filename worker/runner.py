@@ -1,0 +1,297 @@
+"""Turn a queued job row into a finished training run.
+
+    claim (compare-and-set) -> build the TrainConfig from the row -> fetch the newest
+    full-state checkpoint if this is a later attempt -> run paec's Trainer with a callback
+    that writes metrics, events, checkpoints and the heartbeat -> succeed, pause, cancel or
+    fail with a structured error.
+
+The Celery task (`worker.tasks`) only passes the job id; everything else comes from the
+database, which is the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from paec.callbacks import Callback, StopRequest
+from paec.data import DatasetError
+from paec.grader_errors import GraderError
+from paec.train_config import TrainConfig
+
+# torch is imported when the worker starts, not inside a claimed job's heartbeat window
+from paec.trainer import Trainer
+from store import runs
+from store.checkpoints import (
+    fetch_checkpoint,
+    fine_tuned_model_name,
+    latest_full_state_checkpoint,
+    register_checkpoint,
+)
+from store.db import transaction
+from store.events import add_event
+from store.files import create_result_file, read_file_bytes
+from store.metrics import metrics_csv, record_metrics
+from store.model_names import ModelKind, resolve_model_name
+from store.models import Checkpoint, Job, Metric
+from store.settings import Settings
+from store.storage import LocalStorage
+
+log = logging.getLogger("paec.worker")
+
+
+@dataclass
+class Context:
+    """What a runner needs: settings, sessions, storage, and who it is."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    storage: LocalStorage
+    worker_id: str
+
+
+class JobFailure(Exception):
+    """A permanent failure with the code, message and param the user will see."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+class TransientFailure(Exception):
+    """A failure worth retrying (the database or the broker blinked)."""
+
+
+def classify(exc: BaseException) -> JobFailure | TransientFailure:
+    """Map an exception from a run to what the user sees (never a bare "task failed")."""
+    if isinstance(exc, JobFailure | TransientFailure):
+        return exc
+    if isinstance(exc, OperationalError):
+        return TransientFailure(f"database unavailable: {exc.orig or exc}")
+    if isinstance(exc, DatasetError):
+        return JobFailure("invalid_training_file", str(exc), "training_file")
+    if isinstance(exc, GraderError):
+        return JobFailure("invalid_grader", str(exc), "method.reinforcement.grader")
+    name = type(exc).__name__
+    if name == "ModelNotFoundError" or (isinstance(exc, FileNotFoundError | OSError) and (
+            "model" in str(exc).lower())):
+        return JobFailure("model_not_found", f"{name}: {exc}", "model")
+    if name == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        return JobFailure("out_of_memory", f"{name}: the run did not fit in the device's "
+                          "memory; lower micro_batch_size, group_size or max_new_tokens, or "
+                          "enable gradient_checkpointing", None)
+    if isinstance(exc, ValueError):
+        return JobFailure("invalid_hyperparameters", f"{name}: {exc}",
+                          "method.reinforcement.hyperparameters")
+    return JobFailure("internal_error", f"{name}: {exc}")
+
+
+class DatabaseCallback(Callback):
+    """The trainer's way out into the database: metrics, events, checkpoints, stop requests.
+
+    The status a user set (cancelled, paused) is read back with every heartbeat: a stop is
+    seen before the next step, i.e. within one training step.
+    """
+
+    GRADER_FAILURE_STEPS = 3
+    """A grader that errs on every sample of this many consecutive steps fails the job (a
+    few errors are zero rewards plus a counter; a grader that never works is a bug to report,
+    not a run to finish)."""
+
+    def __init__(self, ctx: Context, job: Job) -> None:
+        self.ctx, self.job = ctx, job
+        self.lost = False  # the claim was taken away (sweeper) or the job deleted
+        self._failing_steps = 0
+
+    def _status(self) -> str | None:
+        with transaction(self.ctx.sessions) as session:
+            return runs.heartbeat(session, self.job.id, self.ctx.worker_id)
+
+    def on_step_end(self, step: int, metrics: dict[str, float],
+                    traces: list[dict[str, Any]]) -> None:
+        with transaction(self.ctx.sessions) as session:
+            runs.record_step(session, self.job, self.ctx.worker_id, step, metrics)
+            for i, trace in enumerate(traces):
+                add_event(session, self.job.id, f"Token trace {i} of step {step}",
+                          type_="message", data={"step": step, "trace": trace},
+                          key=f"trace:{step}:{i}")
+        # Samples without an answer (sample_parse_error) are the model's fault, not the
+        # grader's: an untrained model may write no number for many steps.
+        failing = (metrics.get("grader/error_rate", 0.0) >= 1.0
+                   and metrics.get("grader/sample_parse_errors", 0.0) == 0.0)
+        self._failing_steps = self._failing_steps + 1 if failing else 0
+        if self._failing_steps >= self.GRADER_FAILURE_STEPS:
+            raise JobFailure("grader_error", f"the grader failed on every sample of "
+                             f"{self._failing_steps} consecutive steps (last: step {step}); "
+                             "dry-run it with POST /v1/fine_tuning/alpha/graders/run",
+                             "method.reinforcement.grader")
+
+    def on_checkpoint(self, step: int, path: Path, sidecar: dict[str, Any]) -> None:
+        with transaction(self.ctx.sessions) as session:
+            ckpt = register_checkpoint(session, self.ctx.storage, self.job, step, path,
+                                       full_state=True,
+                                       metrics=dict(sidecar.get("metrics") or {}))
+            add_event(session, self.job.id, f"Checkpoint saved at step {step}: {ckpt.id}",
+                      data={"checkpoint": ckpt.id, "step": step}, key=f"checkpoint:{step}")
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        with transaction(self.ctx.sessions) as session:
+            record_metrics(session, self.job.id, step, metrics)
+            summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
+            add_event(session, self.job.id, f"Evaluation at step {step}: {summary}",
+                      type_="metrics", data={"step": step, "eval": metrics},
+                      key=f"eval:{step}")
+
+    def should_stop(self) -> StopRequest | None:
+        status = self._status()
+        if status is None:
+            self.lost = True
+            return StopRequest.CANCEL
+        if status == "cancelled":
+            return StopRequest.CANCEL
+        if status == "paused":
+            return StopRequest.PAUSE
+        return None
+
+
+class Heartbeat:
+    """Writes the heartbeat every `interval` seconds from a thread, so that a long step (or
+    a slow model load) is not mistaken for a dead worker."""
+
+    def __init__(self, beat: Callable[[], object], interval: float) -> None:
+        self._beat, self._interval = beat, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._beat()
+            except Exception:  # a missed beat is retried; the sweeper tolerates a few
+                log.warning("heartbeat failed", exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_job(ctx: Context, job_id: str) -> str:
+    """Run (or resume) a job to its end; returns what happened, for the task's log."""
+    with transaction(ctx.sessions) as session:
+        job = runs.claim_job(session, job_id, ctx.worker_id)
+    if job is None:
+        return "not claimed (not queued, or another worker holds it)"
+    workdir = ctx.settings.resolved_worker_dir / "jobs" / job.id
+    callback = DatabaseCallback(ctx, job)
+    try:
+        # The heartbeat covers everything after the claim: fetching data and checkpoints and
+        # loading the model can take longer than the sweeper's timeout.
+        with Heartbeat(callback._status, ctx.settings.heartbeat_interval_s):
+            cfg, resume = prepare(ctx, job, workdir)
+            return train(ctx, job, cfg, resume, callback)
+    except BaseException as exc:
+        failure = classify(exc)
+        with transaction(ctx.sessions) as session:
+            if isinstance(failure, TransientFailure):
+                runs.requeue_job(session, job.id, ctx.worker_id,
+                                 f"Transient error, the job will be retried: {failure}")
+                outcome = "requeued"
+            else:
+                log.exception("job %s failed", job.id)
+                runs.fail_job(session, job.id, ctx.worker_id, code=failure.code,
+                              message=failure.message, param=failure.param)
+                outcome = f"failed: {failure.code}"
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt, SystemExit: after recording what we could
+        return outcome
+
+
+def prepare(ctx: Context, job: Job, workdir: Path) -> tuple[TrainConfig, Path | None]:
+    """The TrainConfig of the job, with local paths; and the checkpoint to resume from."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with transaction(ctx.sessions) as session:
+        model = resolve_model_name(session, ctx.settings, job.tenant_id, job.model)
+        train_path = workdir / "train.jsonl"
+        train_path.write_bytes(read_file_bytes(session, ctx.storage, job.tenant_id,
+                                               job.training_file))
+        validation: Path | None = None
+        if job.validation_file:
+            validation = workdir / "validation.jsonl"
+            validation.write_bytes(read_file_bytes(session, ctx.storage, job.tenant_id,
+                                                   job.validation_file))
+        resume_ckpt = latest_full_state_checkpoint(session, job.id)
+        base_ckpt = (session.scalar(select(Checkpoint).where(Checkpoint.id == model.source))
+                     if model.kind is ModelKind.CHECKPOINT else None)
+    source = model.source
+    if base_ckpt is not None:
+        folder = ctx.settings.resolved_worker_dir / "models" / base_ckpt.id
+        if not (folder / "config.json").is_file():
+            fetch_checkpoint(ctx.storage, base_ckpt, folder)
+        if not (folder / "config.json").is_file():
+            raise JobFailure("unsupported_model", f"{job.model} is a LoRA adapter; a "
+                             "fine-tuned LoRA model cannot be the base of a job yet", "model")
+        source = str(folder)
+    resume: Path | None = None
+    if resume_ckpt is not None:
+        resume = workdir / "resume" / f"step-{resume_ckpt.step:06d}"
+        if not (resume / "checkpoint.json").is_file():
+            shutil.rmtree(resume, ignore_errors=True)
+            fetch_checkpoint(ctx.storage, resume_ckpt, resume)
+    values = dict(job.config)
+    values.update(model=source, train_data=str(train_path),
+                  validation_data=str(validation) if validation else None,
+                  output_dir=str(workdir / "run"), device=ctx.settings.worker_device,
+                  seed=int(job.seed), grader=job.method["reinforcement"]["grader"],
+                  allow_python_grader=ctx.settings.allow_python_graders)
+    return TrainConfig.from_dict(values), resume
+
+
+def train(ctx: Context, job: Job, cfg: TrainConfig, resume: Path | None,
+          callback: DatabaseCallback) -> str:
+    """Run the trainer and record how it ended."""
+    if resume is not None:
+        with transaction(ctx.sessions) as session:
+            add_event(session, job.id, f"Resuming from the checkpoint of step "
+                      f"{resume.name.removeprefix('step-').lstrip('0') or '0'}",
+                      key=f"attempt:{job.attempt}:resume")
+    trainer = Trainer(cfg, callbacks=[callback], resume_from=resume)
+    result = trainer.train()
+    with transaction(ctx.sessions) as session:
+        if result.status == "completed" and not callback.lost:
+            name = fine_tuned_model_name(job)
+            csv = metrics_csv(session, job.id)
+            result_file = create_result_file(session, ctx.storage, job.tenant_id,
+                                             f"{job.id}-metrics.csv", csv.encode())
+            tokens = _trained_tokens(session, job)
+            runs.finish_job(session, job.id, ctx.worker_id, fine_tuned_model=name,
+                            result_files=[result_file.id], trained_tokens=tokens)
+            return "succeeded"
+        if result.status == "paused":
+            runs.release_job(session, job.id, ctx.worker_id,
+                             f"Job paused at step {result.step}; resume continues from its "
+                             "checkpoint")
+            return "paused"
+        runs.release_job(session, job.id, ctx.worker_id,
+                         f"Job stopped at step {result.step}")
+        return "cancelled"
+
+
+def _trained_tokens(session: Session, job: Job) -> int:
+    """Completion tokens sampled for training: sum over steps of mean length x batch."""
+    total = session.scalar(select(func.sum(Metric.value)).where(
+        Metric.job_id == job.id, Metric.name == "completion/length_mean")) or 0.0
+    batch = int(job.config.get("prompts_per_step", 1)) * int(job.config.get("group_size", 1))
+    return round(float(total) * batch)

@@ -1,0 +1,69 @@
+"""The Celery tasks: thin, they take an id and call the runner.
+
+Failures are recorded on the job row by the runner; a task only re-raises for transient
+errors that Celery should retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from functools import lru_cache
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from store.db import make_engine, make_sessionmaker
+from store.queue import EVALUATE_TASK, TRAIN_TASK
+from store.settings import Settings
+from store.storage import LocalStorage
+from worker import evaluation, sweeper
+from worker.celery_app import app
+from worker.runner import Context, run_job
+
+log = logging.getLogger("paec.worker")
+
+
+@lru_cache(maxsize=1)
+def context() -> Context:
+    """This process's settings, database sessions, storage and identity."""
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url, pool_size=2, max_overflow=2) \
+        if not settings.resolved_database_url.startswith("sqlite") \
+        else make_engine(settings.resolved_database_url)
+    return Context(settings=settings, sessions=make_sessionmaker(engine),
+                   storage=LocalStorage(settings.resolved_artifacts_dir),
+                   worker_id=f"{socket.gethostname()}:{os.getpid()}")
+
+
+@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def train_job(job_id: str) -> str:
+    """Run or resume the training job `job_id`."""
+    outcome = run_job(context(), job_id)
+    log.info("job %s: %s", job_id, outcome)
+    return outcome
+
+
+@app.task(name=EVALUATE_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def evaluate(evaluation_id: str) -> str:
+    """Run the evaluation `evaluation_id`."""
+    outcome = evaluation.run_evaluation(context(), evaluation_id)
+    log.info("evaluation %s: %s", evaluation_id, outcome)
+    return outcome
+
+
+_sweeping = threading.Event()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_sweeper(**_: Any) -> None:
+    # Every worker sweeps; sweeps are idempotent (row locks with SKIP LOCKED, CAS updates).
+    ctx = context()
+    sweeper.start_background(ctx, app, stop=_sweeping)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_sweeper(**_: Any) -> None:
+    _sweeping.set()
