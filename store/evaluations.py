@@ -134,6 +134,14 @@ def create_evaluation(session: Session, settings: Settings, tenant_id: str,
         _check_dataset(session, tenant_id, name, param)
     grader = (dict(DEFAULT_GRADER) if request.grader is None
               else validate_grader_spec(request.grader, settings, "grader"))
+    if grader.get("type") != "math_verify":
+        # avg@k, pass@k and maj@k compare final answers with each row's `answer` by
+        # mathematical equivalence (paec.evaluation), as the trainer's evaluation does; a
+        # grader of another kind would be stored and silently ignored, so it is refused.
+        raise InvalidRequestError(
+            "evaluations score final answers against each row's `answer` by mathematical "
+            "equivalence: only a math_verify grader (the default) is supported",
+            param="grader.type")
     sampling: dict[str, Any] = {"max_new_tokens": request.max_new_tokens,
                                 "temperature": request.temperature, "top_p": request.top_p,
                                 "size": request.size, "seed": request.seed}

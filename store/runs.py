@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from store.db import utcnow
 from store.events import add_event
-from store.models import Job
+from store.models import Evaluation, Job
 from store.states import JobStatus
 
 RUNNING = JobStatus.RUNNING.value
@@ -184,6 +184,47 @@ def requeue_job(session: Session, job_id: str, worker_id: str, message: str) -> 
     if done == 1:
         add_event(session, job_id, message, level="warn")
     return done == 1
+
+
+def evaluation_heartbeat(session: Session, evaluation_id: str, worker_id: str) -> None:
+    """Touch the heartbeat of an evaluation this worker runs."""
+    session.execute(update(Evaluation)
+                    .where(Evaluation.id == evaluation_id, Evaluation.worker_id == worker_id)
+                    .values(heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False))
+
+
+def sweep_evaluations(session: Session, *, heartbeat_timeout_s: float, max_attempts: int,
+                      resend_after_s: float, now: datetime | None = None) -> list[str]:
+    """The evaluation side of `sweep`: a running evaluation whose worker stopped beating is
+    queued again (failed after `max_attempts`); one queued for longer than `resend_after_s`
+    is sent again. Returns the evaluation ids to send after the commit."""
+    now = now or utcnow()
+    stale = now - timedelta(seconds=heartbeat_timeout_s)
+    send: list[str] = []
+    for ev in session.scalars(select(Evaluation).where(Evaluation.status == RUNNING,
+                                                       Evaluation.heartbeat_at < stale)
+                              .with_for_update(skip_locked=True)).all():
+        if ev.attempt >= max_attempts:
+            ev.status, ev.worker_id, ev.finished_at = "failed", None, now
+            ev.error = {"code": "worker_lost", "message": f"the worker stopped answering "
+                        f"{ev.attempt} times; giving up after {max_attempts} attempts",
+                        "param": None}
+        else:
+            ev.status, ev.worker_id = QUEUED, None
+            send.append(ev.id)
+    resend_before = now - timedelta(seconds=resend_after_s)
+    waiting = list(session.scalars(select(Evaluation).where(
+        Evaluation.status == QUEUED, Evaluation.created_at < resend_before,
+        Evaluation.id.not_in(send)).with_for_update(skip_locked=True)))
+    for ev in waiting:
+        # created_at is the only clock of a queued evaluation: resend at most once per
+        # interval by moving it (it orders nothing users see but the list, newest first,
+        # which follows seq, not created_at)
+        ev.created_at = now
+        send.append(ev.id)
+    session.flush()
+    return send
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from store.db import transaction
 from store.evaluations import claim_evaluation, fail_evaluation, finish_evaluation
 from store.files import read_file_bytes
 from store.model_names import ModelKind, resolve_model_name
-from store.models import Checkpoint
-from worker.runner import Context, classify
+from store.models import Checkpoint, Evaluation
+from store.runs import evaluation_heartbeat
+from worker.runner import Context, Heartbeat, classify
 
 log = logging.getLogger("paec.worker")
 
@@ -32,50 +33,14 @@ def run_evaluation(ctx: Context, evaluation_id: str) -> str:
         return "not claimed"
     workdir = ctx.settings.resolved_worker_dir / "evaluations" / evaluation.id
     workdir.mkdir(parents=True, exist_ok=True)
+
+    def beat() -> None:
+        with transaction(ctx.sessions) as session:
+            evaluation_heartbeat(session, evaluation_id, ctx.worker_id)
+
     try:
-        with transaction(ctx.sessions) as session:
-            model = resolve_model_name(session, ctx.settings, evaluation.tenant_id,
-                                       evaluation.model)
-            sources: list[tuple[str, str]] = []
-            for i, name in enumerate(evaluation.datasets):
-                if str(name).startswith("builtin:"):
-                    sources.append((name, name))
-                    continue
-                path = workdir / f"dataset-{i}.jsonl"
-                path.write_bytes(read_file_bytes(session, ctx.storage, evaluation.tenant_id,
-                                                 name))
-                sources.append((name, str(path)))
-            ckpt = (session.scalar(select(Checkpoint).where(Checkpoint.id == model.source))
-                    if model.kind is ModelKind.CHECKPOINT else None)
-        source = model.source
-        if ckpt is not None:
-            folder = ctx.settings.resolved_worker_dir / "models" / ckpt.id
-            if not (folder / "config.json").is_file():
-                fetch_checkpoint(ctx.storage, ckpt, folder)
-            source = str(folder)
-        s = dict(evaluation.settings)
-        results: dict[str, dict[str, float]] = {}
-        trainer = None
-        for name, data in sources:
-            cfg = TrainConfig(model=source, train_data=data, validation_data=data,
-                              train_size=int(s.get("size", 64)),
-                              validation_size=int(s.get("size", 64)), eval_k=evaluation.k,
-                              max_new_tokens=int(s.get("max_new_tokens", 64)),
-                              temperature=float(s.get("temperature", 1.0)),
-                              top_p=float(s.get("top_p", 1.0)), seed=int(s.get("seed", 0)),
-                              device=ctx.settings.worker_device, steps=1, use_paec=False,
-                              output_dir=str(Path(workdir) / "run"))
-            if trainer is None:
-                trainer = Trainer(cfg)
-                examples = trainer.val_examples
-            else:  # one model load for every dataset
-                examples = load_examples(data, size=cfg.validation_size, seed=cfg.seed + 1)
-            metrics = trainer.evaluate(examples)
-            metrics["n"] = float(len(examples))
-            results[name] = {k.removeprefix("eval/"): v for k, v in metrics.items()}
-        with transaction(ctx.sessions) as session:
-            finish_evaluation(session, evaluation.id, results)
-        return "succeeded"
+        with Heartbeat(beat, ctx.settings.heartbeat_interval_s):
+            return _run(ctx, evaluation, workdir)
     except Exception as exc:
         failure = classify(exc)
         log.exception("evaluation %s failed", evaluation_id)
@@ -83,3 +48,50 @@ def run_evaluation(ctx: Context, evaluation_id: str) -> str:
             fail_evaluation(session, evaluation.id, getattr(failure, "code", "internal_error"),
                             str(getattr(failure, "message", failure)))
         return "failed"
+
+
+def _run(ctx: Context, evaluation: Evaluation, workdir: Path) -> str:
+    """Sample and score every dataset with one model load; store the results."""
+    with transaction(ctx.sessions) as session:
+        model = resolve_model_name(session, ctx.settings, evaluation.tenant_id,
+                                   evaluation.model)
+        sources: list[tuple[str, str]] = []
+        for i, name in enumerate(evaluation.datasets):
+            if str(name).startswith("builtin:"):
+                sources.append((name, name))
+                continue
+            path = workdir / f"dataset-{i}.jsonl"
+            path.write_bytes(read_file_bytes(session, ctx.storage, evaluation.tenant_id,
+                                             name))
+            sources.append((name, str(path)))
+        ckpt = (session.scalar(select(Checkpoint).where(Checkpoint.id == model.source))
+                if model.kind is ModelKind.CHECKPOINT else None)
+    source = model.source
+    if ckpt is not None:
+        folder = ctx.settings.resolved_worker_dir / "models" / ckpt.id
+        if not (folder / "config.json").is_file():
+            fetch_checkpoint(ctx.storage, ckpt, folder)
+        source = str(folder)
+    s = dict(evaluation.settings)
+    results: dict[str, dict[str, float]] = {}
+    trainer = None
+    for name, data in sources:
+        cfg = TrainConfig(model=source, train_data=data, validation_data=data,
+                          train_size=int(s.get("size", 64)),
+                          validation_size=int(s.get("size", 64)), eval_k=evaluation.k,
+                          max_new_tokens=int(s.get("max_new_tokens", 64)),
+                          temperature=float(s.get("temperature", 1.0)),
+                          top_p=float(s.get("top_p", 1.0)), seed=int(s.get("seed", 0)),
+                          device=ctx.settings.worker_device, steps=1, use_paec=False,
+                          output_dir=str(Path(workdir) / "run"))
+        if trainer is None:
+            trainer = Trainer(cfg)
+            examples = trainer.val_examples
+        else:  # one model load for every dataset
+            examples = load_examples(data, size=cfg.validation_size, seed=cfg.seed + 1)
+        metrics = trainer.evaluate(examples)
+        metrics["n"] = float(len(examples))
+        results[name] = {k.removeprefix("eval/"): v for k, v in metrics.items()}
+    with transaction(ctx.sessions) as session:
+        finish_evaluation(session, evaluation.id, results)
+    return "succeeded"

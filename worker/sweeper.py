@@ -13,8 +13,8 @@ import threading
 from typing import Any
 
 from store.db import transaction
-from store.queue import TRAIN_QUEUE, TRAIN_TASK
-from store.runs import SweepResult, sweep
+from store.queue import EVAL_QUEUE, EVALUATE_TASK, TRAIN_QUEUE, TRAIN_TASK
+from store.runs import SweepResult, sweep, sweep_evaluations
 from worker.runner import Context
 
 log = logging.getLogger("paec.sweeper")
@@ -27,8 +27,13 @@ def sweep_once(ctx: Context, app: Any) -> SweepResult:
         result = sweep(session, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                        max_attempts=settings.max_attempts,
                        resend_after_s=settings.resend_after_s)
+        evaluations = sweep_evaluations(session, heartbeat_timeout_s=settings.heartbeat_timeout_s,
+                                        max_attempts=settings.max_attempts,
+                                        resend_after_s=settings.resend_after_s)
     for job_id in result.to_enqueue:
         app.send_task(TRAIN_TASK, args=[job_id], queue=TRAIN_QUEUE)
+    for evaluation_id in evaluations:
+        app.send_task(EVALUATE_TASK, args=[evaluation_id], queue=EVAL_QUEUE)
     if result.requeued or result.failed or result.resent:
         log.warning("sweep: requeued %s, resent %s, failed %s", result.requeued,
                     result.resent, result.failed)

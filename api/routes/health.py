@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
+from api import telemetry
 from api.deps import ServicesDep
 from store.errors import UnavailableError
 
@@ -28,3 +29,12 @@ def ready(services: ServicesDep) -> dict[str, str]:
     except Exception as exc:
         raise UnavailableError(f"database unavailable: {type(exc).__name__}: {exc}") from exc
     return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=Response)
+def prometheus_metrics(request: Request) -> Response:
+    """Prometheus' text format (see api/telemetry.py). Unauthenticated, as /health and
+    /ready are: operators scrape it, and it holds counts, never a tenant's data or ids.
+    Expose it only where the operators' network reaches (or filter it at the proxy)."""
+    body, content_type = telemetry.render(request.app)
+    return Response(body, media_type=content_type)

@@ -1,7 +1,99 @@
-"""(Being written: issue 4.)"""
+"""Native route: a job's events as Server-Sent Events, the push view of the events list.
+
+    GET /api/jobs/{job_id}/stream        (Last-Event-ID: ftevent-12, or ?after=ftevent-12)
+
+Each message is `id: ftevent-<seq>`, `event: message|metrics`, `data:` the same JSON object
+that `GET /v1/fine_tuning/jobs/{id}/events` returns, oldest first. A client that reconnects
+with `Last-Event-ID` (browsers' EventSource do it by themselves) continues after that event.
+Once the job is terminal and every event has been sent, a last `event: end` carries
+`{"job_id", "status"}` and the response ends.
+
+The database is polled every POLL_S with a fresh short session in a worker thread, so an open
+stream holds neither a connection nor the event loop between polls. `: keep-alive` comments
+every KEEPALIVE_S keep idle proxies from closing the connection, and make a write fail (so
+the stream stops) soon after a client has gone; Starlette also cancels the stream when the
+server reports the disconnect.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-router = APIRouter()
+import anyio
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ServicesDep, SessionDep, TenantDep
+from store.metrics import parse_event_cursor, require_job, stream_poll
+from store.states import TERMINAL
+
+router = APIRouter(tags=["stream"])
+
+POLL_S = 0.5
+"""Seconds between two polls of the database while nothing new arrived."""
+KEEPALIVE_S = 15.0
+"""Seconds of silence after which a `: keep-alive` comment is sent."""
+RETRY_MS = 2000
+"""The reconnection delay the stream advises (the SSE `retry:` field)."""
+BATCH = 500
+"""Events read per poll; a full batch is followed by another poll at once."""
+
+
+def _message(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    # json.dumps never emits a newline by default, so `data` is one SSE line.
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _poll(sessions: sessionmaker[Session], job_id: str, after_seq: int
+          ) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    with sessions() as session:
+        return stream_poll(session, job_id, after_seq, limit=BATCH)
+
+
+async def _events(sessions: sessionmaker[Session], job_id: str, after_seq: int
+                  ) -> AsyncIterator[bytes]:
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    quiet_since = time.monotonic()
+    while True:
+        batch, status = await run_in_threadpool(_poll, sessions, job_id, after_seq)
+        for seq, obj in batch:
+            yield _message(str(obj["type"]), obj, str(obj["id"]))
+            after_seq = seq
+        if batch:
+            quiet_since = time.monotonic()
+            if len(batch) == BATCH:
+                continue
+        if status in TERMINAL:
+            yield _message("end", {"job_id": job_id, "status": status})
+            return
+        if time.monotonic() - quiet_since >= KEEPALIVE_S:
+            yield b": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await anyio.sleep(POLL_S)
+
+
+@router.get("/api/jobs/{job_id}/stream", response_class=StreamingResponse)
+def stream_job_events(job_id: str, session: SessionDep, tenant: TenantDep,
+                      services: ServicesDep,
+                      last_event_id: Annotated[str | None, Header()] = None,
+                      after: Annotated[str | None, Query()] = None) -> StreamingResponse:
+    """The job's events as `text/event-stream`, oldest first, resumable (see the module)."""
+    # Last-Event-ID wins over ?after: a reconnecting EventSource repeats the original URL
+    # (and its `after`) and sends the id it last received in the header.
+    if last_event_id:
+        after_seq = parse_event_cursor(last_event_id, "Last-Event-ID")
+    else:
+        after_seq = parse_event_cursor(after, "after")
+    require_job(session, tenant.id, job_id)
+    # The stream may run for hours: give the request's connection back to the pool now
+    # instead of when the response ends (FastAPI closes yield dependencies after it).
+    session.close()
+    return StreamingResponse(
+        _events(services.sessions, job_id, after_seq), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -93,8 +93,8 @@ def test_the_tenants_files_checkpoints_and_a_grader_are_accepted(
         service_settings: Settings, tmp_path: Path) -> None:
     file_id = make_file(sessions, tenant[0])
     ckpt = checkpoint_of(sessions, service_settings, tenant[0], tmp_path)
-    grader = {"type": "string_check", "name": "exact", "operation": "eq",
-              "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+    grader = {"type": "math_verify", "name": "equal",
+              "input": "{{sample.output_text}}", "reference": "{{item.solution}}"}
     r = create(http, model=ckpt.model_name, datasets=[file_id, "builtin:chain_sum"], k=4,
                grader=grader, temperature=0.7, top_p=0.9, max_new_tokens=128, size=16,
                seed=3)
@@ -124,10 +124,12 @@ def test_the_tenants_files_checkpoints_and_a_grader_are_accepted(
     ({"model": "/etc/passwd"}, "model"),
     ({"grader": {"type": "string_check", "name": "g", "input": "{{sample.output_text}}",
                  "reference": "x", "operation": "regex"}}, "grader.operation"),
+    ({"grader": {"type": "string_check", "name": "g", "input": "{{sample.output_text}}",
+                 "reference": "x", "operation": "eq"}}, "grader.type"),
 ], ids=["k-zero", "k-too-big", "k-string", "no-datasets", "temperature-zero", "top-p-above-1",
         "too-many-tokens", "size-zero", "unknown-key", "unknown-task", "duplicate-dataset",
         "missing-file", "unknown-builtin-model", "local-traversal", "absolute-path",
-        "bad-grader"])
+        "bad-grader", "not-math-verify"])
 def test_an_invalid_request_is_400_naming_the_field(http: httpx.Client, body: dict[str, Any],
                                                     param: str) -> None:
     assert error_of(create(http, **body))["param"] == param
