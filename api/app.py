@@ -9,18 +9,18 @@ and returns. Every error leaves through one of the handlers below, in the OpenAI
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import telemetry
 from api.deps import Services
+from api.middleware import RequestContext
 from api.routes import ROUTERS
 from store.db import make_engine, make_sessionmaker
 from store.errors import ServiceError
@@ -72,30 +72,6 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
                               "event streams, checkpoint downloads and evaluations.")
     app.state.services = services
 
-    @app.middleware("http")
-    async def request_id(request: Request,
-                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
-        request.state.request_id = rid
-        length = request.headers.get("content-length")
-        limit = (settings.max_upload_bytes + 64 * 1024
-                 if request.url.path.rstrip("/").endswith("/files")
-                 else settings.max_body_bytes)
-        if length is not None and length.isdigit() and int(length) > limit:
-            response: Response = error_response(
-                413, f"request body of {length} bytes is over the limit of {limit} bytes",
-                type_="invalid_request_error", code="payload_too_large", retryable=False)
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # the last line of defence: never a bare traceback
-                log.exception("unhandled error in %s %s", request.method, request.url.path)
-                response = error_response(500, "internal server error; the request id "
-                                          f"{rid} identifies it in the server's log",
-                                          type_="server_error", code="internal_error")
-        response.headers["x-request-id"] = rid
-        return response
-
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         headers = {}
@@ -130,6 +106,8 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
     for router in ROUTERS:
         app.include_router(router)
     telemetry.install(app)
+    # Outermost: every response, errors included, carries the request id.
+    app.add_middleware(RequestContext, settings=settings)
     return app
 
 

@@ -41,10 +41,11 @@ def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterato
         yield session
 
 
-def get_tenant(session: Annotated[Session, Depends(get_session)],
+def get_tenant(services: Annotated[Services, Depends(get_services)],
+               session: Annotated[Session, Depends(get_session)],
                authorization: Annotated[str | None, Header()] = None) -> Tenant:
     """The caller's tenant (401 in the OpenAI envelope without a valid key)."""
-    return authenticate(session, authorization)
+    return authenticate(session, authorization, cache_s=services.settings.auth_cache_s)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -241,10 +241,15 @@ def main() -> None:
         p.error("P * G must be a multiple of --micro")
     import torch
     import transformers
-    import trl
 
+    contenders = a.only or CONTENDERS
+    trl_version = "not used"
+    if "trl" in contenders:
+        import trl
+
+        trl_version = trl.__version__
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"trl {trl.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+          f"trl {trl_version}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         if a.model:  # a real model instead of the tiny one, e.g. builtin:smollm2-135m-instruct
@@ -258,7 +263,7 @@ def main() -> None:
                   f"{n_params / 1e6:.1f}M parameters (tied embeddings, vocab 49,152); ", end="")
         print(f"P={a.P} x G={a.G}, T={a.T}, micro-batch {a.micro}, "
               f"{a.warmup} warm-up + {a.steps} timed steps")
-        for name in a.only or CONTENDERS:
+        for name in contenders:
             flags = [f"--worker={name}", f"--model-dir={folder}", *sys.argv[1:]]
             proc = subprocess.run([sys.executable, __file__, *flags], capture_output=True,
                                   text=True, check=False)  # inherits HF_HUB_OFFLINE=1

@@ -13,7 +13,9 @@ p = softmax(z), sort p descending; the nucleus N is the smallest prefix whose ma
 Cost. V is up to ~152k, so logits are processed a chunk of rows at a time, and never sorted in
 the common case: an exact top-k (found through block maxima, see `_topk`) gives the nucleus
 of every row whose top-k mass reaches p; only the other rows fall back to a larger k, and then
-to a full sort. Features that only feed the detached mask are computed without autograd.
+to a histogram search of the boundary (flat rows, `_histogram_nucleus`), which sorts only the
+few tokens of the boundary's bin. Features that only feed the detached mask are computed
+without autograd.
 
 Run `python bench/features.py` for the speed and memory figures in docs/benchmarks.md.
 """
@@ -28,8 +30,11 @@ import torch
 from torch import Tensor
 
 _BLOCK = 64  # vocabulary block for the block-maxima top-k; 64 floats = one 256-byte run
-_FALLBACK_K_FACTOR = 16  # top-p search tiers: k, 16k, 256k, ..., then a full sort
+_FALLBACK_K_FACTOR = 16  # top-p search tiers: k, then 16k (up to 1024), then a histogram
 _DENSE_NUCLEUS = 1024  # differentiable H^p: nuclei larger than this use a mask, not a top-k
+_HIST_BINS = 4096  # value bins of the histogram search for the nucleus boundary (flat rows)
+_HIST_RANGE = 40.0  # nats below the row maximum that the bins cover (exp(-40) ~ 4e-18)
+_HIST_MAX_CANDIDATES = 2048  # boundary bins holding more tokens than this (ties) are sorted
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,8 @@ def token_features(
             h, log_s = _entropy_rows(z, vals[:, :1], work)  # (c,), (c,) f64
             out_h[start:start + c] = h
             out_gap[start:start + c] = vals[:, 0] - vals[:, 1]
-            hp, n, last = _top_p_rows(z, vals, vals[:, :1] + log_s[:, None], top_p)
+            # work now holds z - max and exp(z - max) of the chunk: the histogram reuses them.
+            hp, n, last = _top_p_rows(z, vals, log_s, top_p, work)
             out_hp[start:start + c] = hp
             out_n[start:start + c] = n
             out_min[start:start + c] = last
@@ -151,36 +157,112 @@ def _entropy_rows(z: Tensor, row_max: Tensor, work: tuple[Tensor, Tensor]
     return (log_s - ez / s).float(), log_s
 
 
-def _top_p_rows(z: Tensor, vals: Tensor, lse: Tensor, p: float
-                ) -> tuple[Tensor, Tensor, Tensor]:
+def _top_p_rows(z: Tensor, vals: Tensor, log_s: Tensor, p: float,
+                work: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """H^p, |N| and the logit of the last nucleus token, of rows `z` (c, V) given their
-    descending top-k `vals` (c, k) and log-normaliser `lse` (c, 1). Exact from the top-k where
-    its mass reaches p; the other rows go to a 16x larger k, and so on, then a full sort. A
-    tier is skipped for a row when even its bound on the tier's mass (the mass found so far
-    plus the smallest probability found times the tokens still to come) falls short of p."""
+    descending top-k `vals` (c, k), log sum exp(z - max) `log_s` (c,) f64 and the work
+    buffers z - max, exp(z - max) (c, V) each. Exact from the top-k where its mass reaches p;
+    the other rows go to a 16x larger k while it stays small (a tier is skipped for a row when
+    even its bound on the tier's mass, the mass found so far plus the smallest probability
+    found times the tokens still to come, falls short of p), then to a histogram search of
+    the boundary (`_histogram_nucleus`), which needs no sort."""
     vocab = z.shape[1]
-    lse = lse.double()  # (c, 1) the nucleus boundary is a cumulative sum: decide it in f64
+    lse = vals[:, :1].double() + log_s[:, None]  # (c, 1) the boundary is decided in f64
     k = vals.shape[1]
     hp, n, covered, mass, smallest = _nucleus(vals.double() - lse, p, complete=k == vocab)
     last = vals.gather(1, (n - 1)[:, None]).squeeze(1).float()  # (c,)
-    known = torch.full_like(n, k)  # (c,) length of the sorted prefix each row was seen to
     rows = (~covered).nonzero().squeeze(1)  # (r,) rows still open
-    while rows.numel() > 0:
-        k = min(k * _FALLBACK_K_FACTOR, vocab)
-        bound = mass[rows] + (k - known[rows]) * smallest[rows]  # (r,) max mass of the top-k
-        # Rows whose bound falls short cannot finish in this tier: they wait for a larger k.
-        rows_now = rows[bound >= p] if k < vocab else rows  # (r',)
+    k_next = min(k * _FALLBACK_K_FACTOR, vocab)
+    if rows.numel() > 0 and k_next <= _DENSE_NUCLEUS:
+        bound = mass[rows] + (k_next - k) * smallest[rows]  # (r,) max mass of the top-k_next
+        rows_now = rows[bound >= p]  # (r',) rows that may finish in this tier
         if rows_now.numel() > 0:
-            zr = z[rows_now]  # (r', V)
-            top = (_topk(zr, k)[0] if k < vocab
-                   else zr.sort(dim=-1, descending=True).values)  # (r', k)
-            hp_r, n_r, cov_r, mass_r, small_r = _nucleus(top.double() - lse[rows_now], p,
-                                                         complete=k == vocab)
+            top = _topk(z[rows_now], k_next)[0]  # (r', k_next)
+            hp_r, n_r, cov_r, _, _ = _nucleus(top.double() - lse[rows_now], p,
+                                              complete=k_next == vocab)
             hp[rows_now], n[rows_now] = hp_r, n_r
             last[rows_now] = top.gather(1, (n_r - 1)[:, None]).squeeze(1).float()
-            mass[rows_now], smallest[rows_now] = mass_r, small_r
-            covered[rows_now], known[rows_now] = cov_r, k
-        rows = rows[~covered[rows]]
+            covered[rows_now] = cov_r
+            rows = rows[~covered[rows]]
+    if rows.numel() == z.shape[0]:  # every row open (a flat chunk): no copies
+        hp, n, last = _histogram_nucleus(z, vals[:, :1], work[0], work[1], log_s, p)
+    elif rows.numel() > 0:
+        hp_r, n_r, last_r = _histogram_nucleus(z[rows], vals[rows, :1], work[0][rows],
+                                               work[1][rows], log_s[rows], p)
+        hp[rows], n[rows], last[rows] = hp_r, n_r, last_r
+    return hp, n, last
+
+
+def _histogram_nucleus(z: Tensor, row_max: Tensor, z_sh: Tensor, e: Tensor, log_s: Tensor,
+                       p: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The nucleus of rows `z` (r, V) without a sort, for flat rows whose nucleus is large:
+    H^p (r,), |N| (r,) and the last nucleus logit (r,), from the row maxima `row_max` (r, 1),
+    z - max `z_sh` and e = exp(z - max) (r, V) and log sum e `log_s` (r,) f64.
+
+    The values z - max in [lo, 0] (lo = the row minimum, at most 40 nats down; lower ones
+    join the lowest bin) fall in 4096 equal bins, a monotone map, so a bin's tokens all
+    precede the next lower bin's in the sorted order. The f64 masses of the bins, summed
+    from the top, give the bin that holds the boundary; every token above it is in the
+    nucleus, every token below it out, and only that bin's few tokens are sorted (a top-k
+    of their count) to apply the rule "in while the mass ahead is below p" one token at a
+    time, exactly as a full sort would. H^p = log S_N - sum_N e (z - max) / S_N with
+    S_N = sum_N e, from the same bin sums. A boundary bin of more than 2048 tokens (many
+    exact ties) falls back to a sort."""
+    r = z.shape[0]
+    nb = _HIST_BINS
+    lo = z_sh.amin(-1, keepdim=True).clamp_min(-_HIST_RANGE)  # (r, 1) -inf -> -40
+    scale = nb / (-lo).clamp_min(1e-30)  # (r, 1) all-tied rows: one bin
+    pos = torch.sub(z_sh, lo).mul_(scale).clamp_(0, nb - 1)  # (r, V) monotone in z
+    idx = pos.to(torch.int64)  # (r, V) bin of each token
+    ez = e * z_sh  # (r, V) NaN where z = -inf (0 * -inf): such tokens carry nothing
+    ez = torch.where(e > 0, ez, 0.0) if bool((z_sh == -torch.inf).any()) else ez
+    f64 = torch.float64
+    # Masses in f64: the boundary depends on them. The sums of e (z - max) only enter H^p.
+    mass = torch.zeros(r, nb, dtype=f64, device=z.device).scatter_add_(1, idx, e.to(f64))
+    mass_ez = torch.zeros(r, nb, dtype=e.dtype, device=z.device).scatter_add_(
+        1, idx, ez).to(f64)  # (r, nb)
+    cum = mass.flip(-1).cumsum(-1)  # (r, nb) mass of the bins from the top down
+    s = log_s.exp()  # (r,) sum e
+    target = torch.minimum(p * s, cum[:, -1])  # (r,) p = 1: every token with mass
+    b_desc = (cum >= target[:, None]).to(torch.uint8).argmax(-1)  # (r,) first bin reaching it
+    b = (nb - 1 - b_desc)[:, None]  # (r, 1) the boundary bin, ascending index
+    # Mass and sum e (z - max) of the bins above the boundary bin (0 when it is the top one).
+    prev = (b_desc - 1).clamp_min(0)[:, None]  # (r, 1)
+    top_bin = b_desc == 0  # (r,)
+    mass_above = cum.gather(1, prev).squeeze(1).masked_fill(top_bin, 0.0)  # (r,)
+    ez_above = (mass_ez.flip(-1).cumsum(-1).gather(1, prev).squeeze(1)
+                .masked_fill(top_bin, 0.0))  # (r,)
+    in_bin = idx == b  # (r, V)
+    n_above = (idx > b).sum(-1)  # (r,)
+    n_bin = in_bin.sum(-1)  # (r,)
+    k = int(n_bin.max())
+    hp = torch.zeros(r, dtype=f64, device=z.device)  # (r,)
+    n = torch.zeros(r, dtype=torch.long, device=z.device)  # (r,)
+    last = torch.zeros(r, dtype=z.dtype, device=z.device)  # (r,)
+    ties = n_bin > _HIST_MAX_CANDIDATES  # (r,) rows whose boundary bin is too crowded
+    if bool(ties.any()):
+        top = z[ties].sort(dim=-1, descending=True).values  # (t, V)
+        lse = top[:, :1].double() + log_s[ties, None]  # (t, 1)
+        hp[ties], n[ties], _, _, _ = _nucleus(top.double() - lse, p, complete=True)
+        last[ties] = top.gather(1, (n[ties] - 1)[:, None]).squeeze(1)
+        k = int(n_bin[~ties].max()) if bool((~ties).any()) else 0
+    rows = (~ties).nonzero().squeeze(1)  # (r',)
+    if rows.numel() == 0:
+        return hp, n, last
+    cand = _topk(z[rows].masked_fill(~in_bin[rows], -torch.inf), k)[0]  # (r', k) descending
+    c_sh = cand - row_max[rows]  # (r', k) z - max, the same op as z_sh's
+    c_e = c_sh.exp().to(f64)  # (r', k) 0 for the padding (-inf)
+    cum_in = c_e.cumsum(-1)  # (r', k)
+    ahead = mass_above[rows, None] + torch.cat(
+        [torch.zeros_like(cum_in[:, :1]), cum_in[:, :-1]], dim=-1)  # (r', k) mass ahead
+    inside = (ahead < target[rows, None]) & (c_e > 0)  # (r', k) the boundary rule
+    inside[:, 0] |= n_above[rows] == 0  # the top-1 always belongs to the nucleus
+    s_n = mass_above[rows] + (c_e * inside).sum(-1)  # (r',) S_N
+    t_n = ez_above[rows] + torch.where(inside, c_e * c_sh.to(f64), 0.0).sum(-1)  # (r',)
+    n_in = inside.sum(-1)  # (r',)
+    n[rows] = n_above[rows] + n_in
+    hp[rows] = torch.where(n[rows] > 1, (s_n.log() - t_n / s_n).clamp_min(0.0), 0.0)
+    last[rows] = cand.gather(1, (n_in - 1).clamp_min(0)[:, None]).squeeze(1)
     return hp, n, last
 
 
@@ -266,7 +348,12 @@ class _TopPEntropy(torch.autograd.Function):
     Small nuclei are gathered with a top-k of their size. Large ones (flat rows) would make
     that top-k a near-sort, so when the boundary logit is known the nucleus is the mask
     z >= boundary, used where it holds exactly |N| tokens (a tie at the boundary falls back
-    to the top-k), and recomputed in the backward pass instead of being stored."""
+    to the top-k), and recomputed in the backward pass instead of being stored. On the mask,
+    with a = z - max and e = exp(a) inside (0 outside), S = sum e:
+
+        H^p = log S - sum e a / S,    dH^p/dz = -(e / S) (a - log S + H^p)
+
+    a few fused passes over the rows, no log-softmax and no copies of them."""
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, nucleus_size: Tensor, min_logit: Tensor | None,
@@ -274,19 +361,25 @@ class _TopPEntropy(torch.autograd.Function):
         dtype = _compute_dtype(logits)
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)  # (N,)
         sparse: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # rows, idx, q, log q
-        dense: list[Tensor] = []  # rows whose nucleus is the mask z >= boundary
+        dense: list[tuple[slice | Tensor, Tensor, Tensor]] = []  # rows, max, log S (by mask)
         for start in range(0, logits.shape[0], chunk):
             z = logits[start:start + chunk].to(dtype)  # (c, V)
             n = nucleus_size[start:start + chunk]  # (c,)
             rows = torch.arange(start, start + z.shape[0], device=z.device)  # (c,)
             by_mask = torch.zeros_like(n, dtype=torch.bool)  # (c,)
             if min_logit is not None and int(n.max()) > _DENSE_NUCLEUS:
-                inside = z >= min_logit[rows][:, None].to(dtype)  # (c, V)
+                bound = min_logit[start:start + chunk].to(dtype)[:, None]  # (c, 1)
+                inside = _at_least(z, bound)  # (c, V) 1.0 / 0.0
                 by_mask = (inside.sum(-1) == n) & (n > _DENSE_NUCLEUS)  # (c,)
-                if bool(by_mask.any()):
-                    logq, q, _ = _masked_nucleus(z[by_mask], inside[by_mask])  # (d, V)
-                    out[rows[by_mask]] = -torch.where(inside[by_mask], q * logq, 0.0).sum(-1)
-                    dense.append(rows[by_mask])
+                every = bool(by_mask.all())
+                if every or bool(by_mask.any()):
+                    zd = z if every else z[by_mask]  # (d, V)
+                    ins = inside if every else inside[by_mask]  # (d, V)
+                    bd = bound if every else bound[by_mask]  # (d, 1)
+                    row_max, log_sum, h = _masked_entropy(zd, ins, bd)  # (d,) each
+                    key = slice(start, start + z.shape[0]) if every else rows[by_mask]
+                    out[key] = h
+                    dense.append((key, row_max, log_sum))
             if bool(by_mask.all()):
                 continue
             zs, ns = z[~by_mask], n[~by_mask]  # (s, V), (s,)
@@ -307,19 +400,46 @@ class _TopPEntropy(torch.autograd.Function):
         grad = torch.zeros_like(logits)  # (N, V)
         for rows, idx, q, logq in ctx.sparse:
             g = -q * (logq + h[rows, None]) * grad_h[rows, None]  # (s, k)
-            grad[rows] = torch.zeros_like(grad[rows]).scatter_(1, idx, g.to(ctx.dtype))
-        for rows in ctx.dense:
-            z = logits[rows].to(h.dtype)  # (d, V)
-            logq, q, inside = _masked_nucleus(z, z >= min_logit[rows][:, None].to(h.dtype))
-            g = -q * (logq + h[rows, None]) * grad_h[rows, None]  # (d, V)
-            grad[rows] = torch.where(inside, g, 0.0).to(ctx.dtype)
+            grad[rows[:, None], idx] = g.to(ctx.dtype)  # only the nucleus's entries
+        for sl, row_max, log_sum in ctx.dense:  # a whole chunk (slice) or some of its rows
+            z = logits[sl].to(h.dtype)  # (d, V)
+            bound = min_logit[sl][:, None].to(h.dtype)  # (d, 1)
+            a, e = _masked_exp(z, row_max[:, None], bound)  # (d, V) each
+            # -(e / S) (a - log S + H) g_h = e (alpha a + beta), per row alpha and beta.
+            alpha = -grad_h[sl] / log_sum.exp()  # (d,)
+            beta = alpha * (h[sl] - log_sum)  # (d,)
+            g = torch.addcmul(beta[:, None], a, alpha[:, None]).mul_(e)  # (d, V) 0 outside
+            grad[sl] = g.to(ctx.dtype)
         return grad, None, None, None
 
 
-def _masked_nucleus(z: Tensor, inside: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """log q, q over the tokens `inside` (d, V) of rows `z` (d, V) (0 and -inf outside)."""
-    logq = torch.log_softmax(z.masked_fill(~inside, -torch.inf), dim=-1)  # (d, V)
-    return logq, logq.exp(), inside
+def _at_least(z: Tensor, bound: Tensor) -> Tensor:
+    """1.0 where z >= bound, else 0.0, (d, V) in z's dtype: clamp(sign(z - bound) + 1, 0, 1).
+    Float arithmetic, because on the CPU a bool mask costs 5-10x more to build and apply."""
+    return torch.sub(z, bound).sign_().add_(1.0).clamp_(0.0, 1.0)
+
+
+def _masked_exp(z: Tensor, row_max: Tensor, bound: Tensor) -> tuple[Tensor, Tensor]:
+    """a = z - max, held at no less than bound - max (finite, so 0 * a is 0: no NaN from a
+    -inf logit), and e = exp(z - max) on the tokens z >= bound, 0 elsewhere, (d, V) each,
+    from rows `z` (d, V), their maxima and boundary logits (d, 1)."""
+    a = z - row_max  # (d, V)
+    e = torch.exp(a).mul_(_at_least(z, bound))  # (d, V)
+    # z >= bound gives z - max >= bound - max in floats too: the clamp moves only tokens out.
+    return a.clamp_min_(bound - row_max), e
+
+
+def _masked_entropy(z: Tensor, inside: Tensor, bound: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Row maxima (d,), log S (d,) and H^p (d,) of the tokens z >= `bound` (d, 1) of rows `z`
+    (d, V), whose indicator `inside` (d, V) is given: S = sum_in exp(z - max),
+    H^p = log S - sum_in exp(z - max) (z - max) / S."""
+    row_max = z.amax(-1, keepdim=True)  # (d, 1) the top-1 is always inside
+    a = (z - row_max).clamp_min_(bound - row_max)  # (d, V) finite: 0 * a = 0 outside
+    e = torch.exp(a).mul_(inside)  # (d, V) exp(z - max) inside, 0 outside
+    total = e.sum(-1)  # (d,)
+    ea = torch.linalg.vecdot(e, a)  # (d,)
+    log_sum = total.log()  # (d,)
+    return row_max.squeeze(1), log_sum, log_sum - ea / total
 
 
 def entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:

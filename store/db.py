@@ -69,7 +69,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping (a round trip per checkout); stale connections are recycled instead, and
+    # a request that meets a dead one fails once with a 500 while the pool replaces it.
+    kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)

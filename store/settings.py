@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     """Times a job may be claimed by a worker before the sweeper fails it."""
     heartbeat_timeout_s: float = Field(default=300.0, gt=0)
     """A running job whose heartbeat is older than this is presumed dead and re-queued."""
+    auth_cache_s: float = Field(default=5.0, ge=0)
+    """Seconds a verified API key is trusted without a database query; a revoked key is
+    refused at most this long after its revocation (0: check every request)."""
     allow_python_graders: bool = True
     """Whether jobs may use `python` graders (run in a sandboxed child process)."""
     worker_dir: Path | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -69,18 +70,38 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
     return key
 
 
-def authenticate(session: Session, authorization: str | None) -> Tenant:
-    """The tenant of an `Authorization: Bearer <key>` header, else AuthenticationError."""
+_verified: dict[str, tuple[float, str, str]] = {}
+"""key hash -> (expiry on the monotonic clock, tenant id, tenant name): keys verified lately."""
+
+
+def authenticate(session: Session, authorization: str | None, *, cache_s: float = 0.0
+                 ) -> Tenant:
+    """The tenant of an `Authorization: Bearer <key>` header, else AuthenticationError.
+
+    With `cache_s` > 0 a key verified in the last `cache_s` seconds is trusted without a
+    query (a status poll then costs one query, not two); a revoked key is refused at most
+    `cache_s` seconds after its revocation. Refusals are never cached.
+    """
     if not authorization:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
     scheme, _, secret = authorization.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationError("malformed Authorization header: expected 'Bearer <key>'")
+    digest = hash_key(secret.strip())
+    now = time.monotonic()
+    hit = _verified.get(digest)
+    if hit is not None and hit[0] > now:
+        return Tenant(id=hit[1], name=hit[2])
     row = session.execute(
         select(Tenant, ApiKey.revoked_at).join(ApiKey, ApiKey.tenant_id == Tenant.id)
-        .where(ApiKey.key_hash == hash_key(secret.strip()))
+        .where(ApiKey.key_hash == digest)
     ).first()
     if row is None or row[1] is not None:
+        _verified.pop(digest, None)
         raise AuthenticationError("invalid or revoked API key", code="invalid_api_key")
     tenant: Tenant = row[0]
+    if cache_s > 0:
+        if len(_verified) > 10_000:  # bounded: drop everything rather than track age
+            _verified.clear()
+        _verified[digest] = (now + cache_s, tenant.id, tenant.name)
     return tenant

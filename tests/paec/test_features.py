@@ -231,3 +231,55 @@ def test_large_nuclei_by_mask_match_the_top_k_path() -> None:
     torch.testing.assert_close(grads[1], grads[0], atol=1e-12, rtol=1e-9)
     torch.testing.assert_close(values[1], reference(x, 0.9005)["top_p_entropy"], atol=1e-5,
                                rtol=1e-5)
+
+
+def flat_rows(n: int, v: int, seed: int) -> Tensor:
+    """Rows like an untrained model's: near-uniform (nuclei of most of the vocabulary), so
+    that the top-k tiers fall short and the histogram search decides the boundary."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, v, generator=g) * torch.linspace(0.05, 1.5, n)[:, None]
+
+
+@pytest.mark.parametrize("p", [0.5, 0.9, 0.99, 1.0])
+def test_flat_rows_match_sort_reference(p: float) -> None:
+    logits = flat_rows(12, 20011, seed=21)
+    assert int((token_features(logits, p).nucleus_size > 1024).sum()) >= 10
+    assert_matches(logits, p, atol=2e-5, chunk_size=5)
+
+
+def test_flat_rows_with_ties_uniform_and_minus_inf_match_sort_reference() -> None:
+    v = 9001
+    g = torch.Generator().manual_seed(4)
+    logits = flat_rows(10, v, seed=22)
+    logits[0] = 0.0  # exactly uniform: one crowded bin, the sort fallback
+    logits[1] = torch.randint(0, 3, (v,), generator=g).float() * 0.01  # 3 values: big ties
+    logits[2] = torch.randint(0, 300, (v,), generator=g).float() * 1e-3  # ties in the bins
+    logits[3, 4000:] = -torch.inf  # masked tokens in a flat row
+    logits[4, ::2] = -torch.inf
+    logits[5, :3] = 60.0  # three huge logits: the rest is more than 40 nats down
+    logits[6] = logits[6] * 30.0  # a wide row: values below the histogram's 40-nat range
+    # p * (number of finite tokens) is never an integer here: no rounding ties at the boundary.
+    assert_matches(logits, 0.9003, atol=2e-5, chunk_size=4)
+    assert_matches(logits, 0.3001, atol=2e-5, chunk_size=3, top_k=4)
+
+
+def test_flat_top_p_entropy_by_mask_matches_float64_reference_and_gradient() -> None:
+    x = flat_rows(6, 4001, seed=23).double()
+    x[2, 3000:] = -torch.inf
+    f = token_features(x, 0.9)
+    assert bool((f.nucleus_size > 1024).all())
+    xg = x.clone().requires_grad_()
+    w = torch.randn(6, dtype=torch.float64)
+    value = top_p_entropy(xg, f.nucleus_size, nucleus_min_logit=f.nucleus_min_logit)
+    (value * w).sum().backward()
+    assert xg.grad is not None
+    torch.testing.assert_close(value.detach(), reference(x, 0.9)["top_p_entropy"], atol=1e-9,
+                               rtol=1e-9)
+    # Brute force: dH^p/dz = -q (log q + H^p) inside the nucleus, 0 outside.
+    grad = torch.zeros_like(x)
+    for r in range(6):
+        order = x[r].argsort(descending=True)[: int(f.nucleus_size[r])]
+        logq = torch.log_softmax(x[r, order], -1)
+        grad[r, order] = -logq.exp() * (logq + value[r].detach()) * w[r]
+    torch.testing.assert_close(xg.grad, grad, atol=1e-12, rtol=1e-9)
+    assert bool(torch.isfinite(xg.grad).all())

@@ -365,7 +365,7 @@ def test_grade_batch_metrics_by_hand() -> None:
     assert metrics == pytest.approx({
         "reward/mean": 0.5, "reward/std": 0.125 ** 0.5, "grader/acc/mean": 0.5,
         "grader/fmt/mean": 0.5, "grader/errors": 1.0, "grader/error_rate": 0.25,
-        "grader/timeouts": 0.0})
+        "grader/timeouts": 0.0, "grader/sample_parse_errors": 0.0})
 
 
 def test_grade_batch_refuses_mismatched_lengths() -> None:

@@ -29,7 +29,8 @@ def test_a_key_created_by_the_admin_command_works_until_revoked(tmp_path: Path) 
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)
     assert key["api_key"].startswith("paec-")
-    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/14")
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/14",
+                        auth_cache_s=0)
     with ThreadedServer(create_app(settings)) as server:
         auth = {"Authorization": f"Bearer {key['api_key']}"}
         assert httpx.get(server.url + "/v1/files", headers=auth).status_code == 200
