@@ -77,6 +77,7 @@ class Clock:
 
 
 def run_paec(a: argparse.Namespace, use_paec: bool) -> dict[str, Any]:
+    from paec.config import PAECConfig
     from paec.train_config import TrainConfig
     from paec.trainer import Trainer
 
@@ -86,7 +87,10 @@ def run_paec(a: argparse.Namespace, use_paec: bool) -> dict[str, Any]:
                           device="cpu", steps=a.warmup + a.steps, prompts_per_step=a.P,
                           group_size=a.G, max_new_tokens=a.T, temperature=1.0, top_p=1.0,
                           update_epochs=1, micro_batch_size=a.micro, learning_rate=a.lr,
-                          use_paec=use_paec)  # loss: PolicyLossConfig() (clip-higher, token-mean)
+                          use_paec=use_paec,  # loss: PolicyLossConfig() (clip-higher, token-mean)
+                          # --paec-active: a negligible bonus makes the term differentiable
+                          # every step, the cost of a step whose penalty is active
+                          paec=PAECConfig(entropy_bonus=1e-12 if a.paec_active else 0.0))
         trainer = Trainer(cfg)
         loaded = memory()["VmRSS"]
         steps, clock = [], Clock()
@@ -230,6 +234,9 @@ def main() -> None:
     p.add_argument("--logit-scale", type=float, default=1.0,
                    help="multiply the final norm (every logit) by this: peaked distributions")
     p.add_argument("--only", choices=CONTENDERS, action="append", help="run only these")
+    p.add_argument("--paec-active", action="store_true",
+                   help="time PAEC with its differentiable term on every step (as while the "
+                        "penalty is active); by default it runs only below the floor")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     a = p.parse_args()

@@ -229,6 +229,7 @@ def download(api: httpx.Client, checkpoint: dict[str, Any], target: Path) -> Pat
     folder = target / "model"
     with tarfile.open(archive) as tar:
         tar.extractall(folder, filter="data")
+    archive.unlink()
     return folder
 
 

@@ -67,6 +67,16 @@ class PAECBatch:
                          anchor.anchor, cfg)
 
     @property
+    def needs_gradient(self) -> bool:
+        """Whether the term has a gradient this step. The hinge's slope is fixed at the
+        batch's detached H_bar, so above the floor (or while the anchor warms up) and without
+        a bonus the term is a constant 0: the trainer then skips the differentiable H^p, a
+        pass over every nucleus's logits forward and backward."""
+        hinge = (self.floor is not None and self.cfg.penalty_weight > 0
+                 and self.floor > self.masked_entropy)
+        return hinge or self.cfg.entropy_bonus != 0
+
+    @property
     def penalty(self) -> float:
         """L_pen at the batch's H_bar (0 while warming up)."""
         return 0.0 if self.floor is None else max(0.0, self.floor - self.masked_entropy) ** 2

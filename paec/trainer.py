@@ -246,7 +246,10 @@ class Trainer:
                 cfg.loss.high_entropy_quantile)
         generator = torch.Generator(self.device).manual_seed(_step_seed(cfg.seed, self.step + 1))
 
-        needs_valid_logits = paec_batch is not None or cfg.loss.entropy_coef > 0
+        # PAEC's differentiable H^p only when its term has a gradient this step (below the
+        # floor, or with a bonus); otherwise the term is exactly 0 and costs nothing.
+        paec_grad = paec_batch is not None and paec_batch.needs_gradient
+        needs_valid_logits = paec_grad or cfg.loss.entropy_coef > 0
         sums: dict[str, float] = {}
         grad_norm = 0.0
         for _ in range(cfg.update_epochs):
@@ -265,11 +268,14 @@ class Trainer:
                     ref_logp=None if old is None or old.ref_logp is None else old.ref_logp[r0:r1],
                     generator=generator, entropy_threshold=ent_threshold,
                     total_tokens=total_tokens, total_seqs=total_seqs, max_len=cfg.max_new_tokens)
-                if paec_batch is not None and features is not None and valid_logits is not None:
-                    hp = top_p_entropy(valid_logits, features.nucleus_size[idx],
-                                       nucleus_min_logit=features.nucleus_min_logit[idx])  # (n,)
-                    term = paec_batch.loss(hp, idx)
-                    loss = loss + term
+                if paec_batch is not None and features is not None:
+                    if paec_grad and valid_logits is not None:
+                        hp = top_p_entropy(valid_logits, features.nucleus_size[idx],
+                                           nucleus_min_logit=features.nucleus_min_logit[idx])
+                        term = paec_batch.loss(hp, idx)  # () from hp (n,)
+                        loss = loss + term
+                    else:
+                        term = torch.zeros((), device=loss.device)  # inactive: exactly 0
                     m["loss/paec"] = term.detach()
                     m["loss/total"] = loss.detach()
                 loss.backward()  # type: ignore[no-untyped-call]

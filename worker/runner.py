@@ -217,6 +217,10 @@ def run_job(ctx: Context, job_id: str) -> str:
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: after recording what we could
         return outcome
+    finally:
+        # Everything worth keeping is in the database and artifact storage; a later attempt
+        # or a resume fetches its checkpoint from there.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def prepare(ctx: Context, job: Job, workdir: Path) -> tuple[TrainConfig, Path | None]:

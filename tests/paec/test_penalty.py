@@ -117,6 +117,29 @@ def test_no_gradient_above_the_floor() -> None:
     assert batch.penalty == 0.0 and z.grad is not None and (z.grad == 0).all()
 
 
+@pytest.mark.parametrize(("anchor", "bonus", "needed"), [
+    (None, 0.0, False),   # warming up: no floor
+    (0.01, 0.0, False),   # far above the floor
+    (50.0, 0.0, True),    # below the floor: the hinge has a slope
+    (0.01, 0.1, True),    # a bonus always has a gradient
+])
+def test_the_trainer_may_skip_the_term_exactly_when_it_has_no_gradient(
+        anchor: float | None, bonus: float, needed: bool) -> None:
+    z = logits_batch().requires_grad_()
+    f = token_features(z, 0.9)
+    state = AnchorState(warmup_steps=4, floor_ratio=0.8) if anchor is None else frozen_anchor(
+        anchor)
+    batch = PAECBatch.build(f, state, PAECConfig(entropy_bonus=bonus))
+    loss = batch.loss(top_p_entropy(z, f.nucleus_size), slice(None))
+    loss.backward()
+    assert z.grad is not None
+    assert batch.needs_gradient is needed
+    if not needed:  # skipping it changes nothing: the value and the gradient are 0
+        assert float(loss.detach()) == 0.0 and (z.grad == 0).all()
+    else:
+        assert bool((z.grad != 0).any())
+
+
 def test_batch_metrics_by_hand() -> None:
     z = logits_batch()
     valid = torch.ones(24, dtype=torch.bool)
