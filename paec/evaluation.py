@@ -125,13 +125,36 @@ _NUMBER = re.compile(r"(?<![\w.])(?:(?<![\w)])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.
 
 def extract_final_answer(text: str) -> str | None:
     """The final answer of a completion: the content of the last complete, non-empty
-    ``\\boxed{...}`` (braces balanced, ``\\{`` skipped), else the last number (integer,
-    decimal, fraction a/b, negative; thousands commas removed), else None."""
+    ``\\boxed{...}`` (braces balanced, ``\\{`` skipped); else what math-verify extracts
+    from the text (an answer-anchored phrase, else the last expression: ``\\frac{1}{2}``,
+    ``\\sqrt{4}``), as the `math_verify` grader does, so that evaluation and training
+    rewards agree; else the last number (integer, decimal, fraction a/b, negative; thousands
+    commas removed); else None."""
     for content in reversed(_boxed_contents(text)):
         if content.strip():
             return content.strip()
+    extracted = _extracted(text)
+    if extracted is not None:
+        return extracted
     numbers = _NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
+
+
+_MAX_EXTRACT_CHARS = 8192  # completions longer than this skip math-verify's extraction
+
+
+def _extracted(text: str) -> str | None:
+    """math-verify's own extraction of an answer from free text (its string form), or None."""
+    if not text.strip() or len(text) > _MAX_EXTRACT_CHARS:
+        return None
+    try:
+        found = parse(text, parsing_timeout=_timeout())
+    except Exception:  # odd LaTeX or a timeout: fall back to the last number
+        return None
+    strings = [v for v in found if isinstance(v, str) and v.strip()]
+    if not any(isinstance(v, Basic) for v in found) or not strings:
+        return None
+    return strings[-1].strip()
 
 
 def _boxed_contents(text: str) -> list[str]:

@@ -207,3 +207,23 @@ def test_evaluate_groups_in_a_thread() -> None:
 def test_evaluate_groups_needs_k_completions() -> None:
     with pytest.raises(ValueError, match="fewer than k=5"):
         evaluate_groups(GROUPS, 5)
+
+
+AGREEMENT_CASES = [
+    ("The answer is 5.", "5"), ("1 + 4 = 5", "5"), ("\\boxed{5}", "5"), ("I think it's 6", "5"),
+    ("The answer is \\frac{1}{2}", "0.5"), ("x = 3, so 2x = 6", "6"), ("$\\sqrt{4}$", "2"),
+    ("\\boxed{\\frac{3}{4}}", "0.75"), ("It is 12. Let me check: 7+5=12", "12"),
+    ("The result: 1,000", "1000"), ("-3", "-3"), ("5-3=2", "2"), ("answer: 2/4", "1/2"),
+    ("\\boxed{2} but actually 3", "2"), ("no idea", "4"), ("3.0", "3"),
+    ("The sum is 9 and the product 20", "20"), ("The answer is 5 apples.", "5"),
+]
+
+
+@pytest.mark.parametrize(("completion", "reference"), AGREEMENT_CASES)
+def test_evaluation_and_the_math_verify_grader_agree(completion: str, reference: str) -> None:
+    # One notion of "correct": a completion counted right in avg@k / pass@k is one the
+    # training reward (the math_verify grader) pays 1 for, and the other way round.
+    from paec.sandbox import math_verify_score
+
+    graded = math_verify_score(completion, reference, timeout_s=5).score == 1.0
+    assert is_correct(completion, reference) is graded
