@@ -15,7 +15,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,16 @@ class Context:
     sessions: sessionmaker[Session]
     storage: LocalStorage
     worker_id: str
+    retry: runs.RetryPolicy = field(default_factory=runs.RetryPolicy)
+    """When a transient failure is retried (the task re-sends itself after the delay)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, for the task: `retry_in` seconds when the task must be sent again."""
+
+    status: str
+    retry_in: float | None = None
 
 
 class JobFailure(Exception):
@@ -188,12 +198,12 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def run_job(ctx: Context, job_id: str) -> str:
-    """Run (or resume) a job to its end; returns what happened, for the task's log."""
+def run_job(ctx: Context, job_id: str) -> Outcome:
+    """Run (or resume) a job to its end; returns what happened, for the task."""
     with transaction(ctx.sessions) as session:
         job = runs.claim_job(session, job_id, ctx.worker_id)
     if job is None:
-        return "not claimed (not queued, or another worker holds it)"
+        return Outcome("not claimed (not queued, or another worker holds it)")
     workdir = ctx.settings.resolved_worker_dir / "jobs" / job.id
     callback = DatabaseCallback(ctx, job)
     try:
@@ -201,19 +211,10 @@ def run_job(ctx: Context, job_id: str) -> str:
         # loading the model can take longer than the sweeper's timeout.
         with Heartbeat(callback._status, ctx.settings.heartbeat_interval_s):
             cfg, resume = prepare(ctx, job, workdir)
-            return train(ctx, job, cfg, resume, callback)
+            return Outcome(train(ctx, job, cfg, resume, callback))
     except BaseException as exc:
-        failure = classify(exc)
-        with transaction(ctx.sessions) as session:
-            if isinstance(failure, TransientFailure):
-                runs.requeue_job(session, job.id, ctx.worker_id,
-                                 f"Transient error, the job will be retried: {failure}")
-                outcome = "requeued"
-            else:
-                log.exception("job %s failed", job.id)
-                runs.fail_job(session, job.id, ctx.worker_id, code=failure.code,
-                              message=failure.message, param=failure.param)
-                outcome = f"failed: {failure.code}"
+        log.warning("job %s stopped by %s", job.id, type(exc).__name__, exc_info=True)
+        outcome = record_failure(ctx, job, classify(exc))
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: after recording what we could
         return outcome
@@ -221,6 +222,32 @@ def run_job(ctx: Context, job_id: str) -> str:
         # Everything worth keeping is in the database and artifact storage; a later attempt
         # or a resume fetches its checkpoint from there.
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def record_failure(ctx: Context, job: Job, failure: JobFailure | TransientFailure) -> Outcome:
+    """Fail the job with its structured error, or queue it again after a transient one (the
+    retry policy's delay, counted by the job's attempts); if even that cannot be written (the
+    database is down), the job stays `running` and the sweeper re-queues it once its
+    heartbeat is stale."""
+    retries = job.attempt - 1
+    try:
+        with transaction(ctx.sessions) as session:
+            if isinstance(failure, TransientFailure) and ctx.retry.should_retry(retries):
+                delay = ctx.retry.delay(retries)
+                runs.requeue_job(session, job.id, ctx.worker_id,
+                                 f"Transient error, retrying in {delay:.0f} s: {failure}")
+                return Outcome("requeued", retry_in=delay)
+            if isinstance(failure, TransientFailure):
+                failure = JobFailure("transient_error", f"{failure} (gave up after "
+                                     f"{retries} retries)")
+            log.error("job %s failed: %s", job.id, failure.message)
+            runs.fail_job(session, job.id, ctx.worker_id, code=failure.code,
+                          message=failure.message, param=failure.param)
+            return Outcome(f"failed: {failure.code}")
+    except Exception:
+        log.exception("could not record the failure of job %s; the sweeper will recover it",
+                      job.id)
+        return Outcome("failure not recorded")
 
 
 def prepare(ctx: Context, job: Job, workdir: Path) -> tuple[TrainConfig, Path | None]:

@@ -38,12 +38,16 @@ def context() -> Context:
                    worker_id=f"{socket.gethostname()}:{os.getpid()}")
 
 
-@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
-def train_job(job_id: str) -> str:
-    """Run or resume the training job `job_id`."""
+@app.task(name=TRAIN_TASK, bind=True, acks_late=True,  # type: ignore[untyped-decorator]
+          reject_on_worker_lost=True)
+def train_job(self: Any, job_id: str) -> str:
+    """Run or resume the training job `job_id`; after a transient failure the job is queued
+    again in the database and this task re-sends itself after the retry policy's delay."""
     outcome = run_job(context(), job_id)
-    log.info("job %s: %s", job_id, outcome)
-    return outcome
+    log.info("job %s: %s", job_id, outcome.status)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in, max_retries=None)
+    return outcome.status
 
 
 @app.task(name=EVALUATE_TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]

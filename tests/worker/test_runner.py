@@ -1,0 +1,75 @@
+"""The runner's failure handling on a real Postgres, without a worker process: every error
+becomes a structured code, and transient ones are retried by the policy, then given up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from paec.data import DatasetError, RowError
+from paec.grader_errors import GraderError
+from store import runs
+from store.db import make_engine, make_sessionmaker, transaction
+from store.models import Job
+from store.settings import Settings
+from store.storage import LocalStorage
+from tests.service import fresh_postgres, make_job, migrate, new_tenant_key
+from worker.runner import Context, JobFailure, TransientFailure, classify, record_failure
+
+
+@pytest.fixture(scope="module")
+def sessions() -> Iterator[sessionmaker[Session]]:
+    with fresh_postgres("paec_runner") as url:
+        migrate(url)
+        engine = make_engine(url)
+        yield make_sessionmaker(engine)
+        engine.dispose()
+
+
+@pytest.mark.parametrize(("error", "code", "param"), [
+    (DatasetError("bad", [RowError(2, "prompt", "missing")]), "invalid_training_file",
+     "training_file"),
+    (GraderError("grader.reference", "no such variable"), "invalid_grader",
+     "method.reinforcement.grader"),
+    (MemoryError(), "out_of_memory", None),
+    (ValueError("TrainConfig.steps must be >= 1"), "invalid_hyperparameters",
+     "method.reinforcement.hyperparameters"),
+    (RuntimeError("boom"), "internal_error", None),
+])
+def test_errors_become_structured_codes(error: Exception, code: str, param: str | None) -> None:
+    failure = classify(error)
+    assert isinstance(failure, JobFailure)
+    assert (failure.code, failure.param) == (code, param)
+    assert failure.message  # the cause is in the message, never a bare "task failed"
+
+
+def test_a_database_error_is_transient() -> None:
+    assert isinstance(classify(OperationalError("SELECT 1", {}, Exception("gone"))),
+                      TransientFailure)
+
+
+def test_transient_failures_are_retried_with_backoff_then_given_up(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    tenant_id, _ = new_tenant_key(sessions)
+    job_id = make_job(sessions, tenant_id)
+    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
+                  storage=LocalStorage(tmp_path), worker_id="w",
+                  retry=runs.RetryPolicy(max_retries=2, base_delay_s=3, factor=2))
+    delays = []
+    for _ in range(3):
+        with transaction(sessions) as session:
+            job = runs.claim_job(session, job_id, "w")
+        assert job is not None
+        outcome = record_failure(ctx, job, TransientFailure("database unavailable"))
+        delays.append(outcome.retry_in)
+    with sessions() as session:
+        row = session.scalars(select(Job).where(Job.id == job_id)).one()
+    assert delays == [3.0, 6.0, None]  # two retries, then the job fails
+    assert row.status == "failed" and row.error is not None
+    assert row.error["code"] == "transient_error"
+    assert "gave up after 2 retries" in row.error["message"]
