@@ -92,7 +92,9 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return first, min(int(last_text), size - 1) if last_text else size - 1
 
 
-@router.api_route("/api/checkpoints/{checkpoint_id}/download", methods=["GET", "HEAD"])
+@router.head("/api/checkpoints/{checkpoint_id}/download",
+             operation_id="head_checkpoint_download")
+@router.get("/api/checkpoints/{checkpoint_id}/download", operation_id="download_checkpoint")
 def download_checkpoint(
     checkpoint_id: str, request: Request, tenant: TenantDep, session: SessionDep,
     services: ServicesDep,

@@ -82,3 +82,15 @@ def test_ready_is_503_when_the_database_is_down(tmp_path: Path) -> None:
         r = httpx.get(running.url + "/ready")
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "unavailable"
+
+
+def test_the_api_reference_is_served(server: str) -> None:
+    # the README points users at /docs: the OpenAPI document must build (no warnings:
+    # pytest treats a duplicate operation id as an error) and list the routes
+    spec = httpx.get(server + "/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    for path in ("/v1/files", "/v1/fine_tuning/jobs", "/api/jobs/{job_id}/stream",
+                 "/api/checkpoints/{checkpoint_id}/download", "/api/evaluations"):
+        assert path in paths
+    assert httpx.get(server + "/docs").status_code == 200
