@@ -2,9 +2,10 @@
 
 Allowed: the built-in models (`builtin:<name>`), folders under the operator's models
 directory (`local:<relative path>`), hub ids (`org/name`) when the operator enables them, and
-the tenant's own fine-tuned models and checkpoints (`ft:...`). Nothing else: a tenant can
-never make the server read an arbitrary path, and another tenant's model answers exactly as a
-model that does not exist.
+the tenant's own fine-tuned models and checkpoints (`ft:...`), and those another tenant
+shared with it (store.permissions). Nothing else: a tenant can never make the server read an
+arbitrary path, and another tenant's unshared model answers exactly as a model that does not
+exist.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from store.errors import InvalidRequestError
 from store.models import Checkpoint, Job
+from store.permissions import shared_checkpoint
 from store.settings import Settings
 
 # Kept in step with paec.models.BUILTIN_MODELS (a worker test checks it) without importing
@@ -104,4 +106,10 @@ def _fine_tuned(session: Session, tenant_id: str, name: str) -> ModelRef:
                                .order_by(Checkpoint.step.desc()).limit(1))
         if final is not None:
             return ModelRef(name, ModelKind.CHECKPOINT, final.id)
-    raise _not_found(name, "no fine-tuned model or checkpoint of yours has that name")
+    # Another tenant's checkpoint only when its owner shared it with this tenant (a
+    # fine-tuned model name counts when the newest checkpoint it stands for is shared).
+    shared = shared_checkpoint(session, tenant_id, name)
+    if shared is not None:
+        return ModelRef(name, ModelKind.CHECKPOINT, shared.id)
+    raise _not_found(name, "no fine-tuned model or checkpoint of yours, or shared with you, "
+                           "has that name")

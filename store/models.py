@@ -182,6 +182,27 @@ class Checkpoint(Base):
     )
 
 
+class CheckpointPermission(Base):
+    """A checkpoint shared by its owner with another tenant (OpenAI's `checkpoint.permission`,
+    whose "project" is a tenant here): that tenant may use the checkpoint as a model."""
+
+    __tablename__ = "checkpoint_permissions"
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                            index=True)
+    """The tenant granted the checkpoint."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # Also the index of "is this checkpoint shared with that tenant" (store.model_names).
+        UniqueConstraint("checkpoint_id", "project_id"),
+        Index("ix_checkpoint_permissions_checkpoint_seq", "checkpoint_id", "seq"),
+    )
+
+
 class Evaluation(Base):
     """An evaluation of a model or checkpoint on datasets: avg@k, pass@k, maj@k."""
 

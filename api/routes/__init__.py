@@ -12,6 +12,7 @@ from api.routes import (
     health,
     jobs,
     metrics,
+    permissions,
     stream,
 )
 
@@ -20,6 +21,7 @@ ROUTERS: list[APIRouter] = [
     files.router,
     jobs.router,
     checkpoints.router,
+    permissions.router,
     graders.router,
     metrics.router,
     stream.router,
