@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed",
+                413: "payload_too_large"}.get(exc.status_code, "http_error")
         message = str(exc.detail) if exc.status_code != 404 else (
             f"no route {request.method} {request.url.path}")
         return error_response(exc.status_code, message, type_="invalid_request_error",

@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store.settings import Settings
@@ -23,6 +24,14 @@ def envelope_body(message: str, type_: str, code: str) -> bytes:
     """An OpenAI error envelope as JSON bytes."""
     return json.dumps({"error": {"message": message, "type": type_, "param": None,
                                  "code": code}}).encode()
+
+
+class _TooLarge(HTTPException):
+    """A streamed request body went over the limit (an HTTPException, so that FastAPI's body
+    parsing lets it through as a 413 rather than a generic 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the limit of {limit} bytes")
 
 
 class RequestContext:
@@ -53,6 +62,18 @@ class RequestContext:
                               f"{limit} bytes", "invalid_request_error", "payload_too_large")
             return
         started = False
+        received = 0
+
+        async def counted_receive() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives, so that it
+            # cannot be read whole into memory before the limit applies.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(limit)
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -62,7 +83,13 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, counted_receive, send_with_id)
+        except _TooLarge:
+            if started:
+                raise
+            await self._error(send, rid_header, 413,
+                              f"request body is over the limit of {limit} bytes",
+                              "invalid_request_error", "payload_too_large")
         except Exception:
             log.exception("unhandled error in %s %s", scope.get("method"), scope["path"])
             if started:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -132,7 +133,7 @@ def fetch_checkpoint(storage: ArtifactStorage, checkpoint: Checkpoint, target_di
     """Download the archive, check its sha256 against the row, unpack it into `target_dir`;
     returns `target_dir`. CheckpointIntegrityError when the archive is missing or altered."""
     target_dir = Path(target_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="paec-fetch-", dir=target_dir.parent) as tmp:
         local = Path(tmp) / "checkpoint.tar"
         digest = hashlib.sha256()
@@ -149,7 +150,17 @@ def fetch_checkpoint(storage: ArtifactStorage, checkpoint: Checkpoint, target_di
             raise CheckpointIntegrityError(
                 f"checkpoint {checkpoint.id} (step {checkpoint.step}): archive sha256 "
                 f"{digest.hexdigest()} does not match the recorded {checkpoint.sha256}")
-        extract_archive(local, target_dir)
+        # Unpacked beside the target and renamed into place: a process that sees the folder
+        # sees all of it (worker processes of one machine share their model cache).
+        unpacked = Path(tmp) / "unpacked"
+        extract_archive(local, unpacked)
+        if target_dir.exists() and not any(target_dir.iterdir()):
+            target_dir.rmdir()
+        try:
+            os.replace(unpacked, target_dir)
+        except OSError:
+            if not target_dir.is_dir():  # not another process's complete copy: a real error
+                raise
     return target_dir
 
 

@@ -6,6 +6,7 @@ trainer's own evaluation does."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from sqlalchemy import select
@@ -48,6 +49,8 @@ def run_evaluation(ctx: Context, evaluation_id: str) -> str:
             fail_evaluation(session, evaluation.id, getattr(failure, "code", "internal_error"),
                             str(getattr(failure, "message", failure)))
         return "failed"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # dataset copies; results are in the row
 
 
 def _run(ctx: Context, evaluation: Evaluation, workdir: Path) -> str:

@@ -300,16 +300,9 @@ def train(ctx: Context, job: Job, cfg: TrainConfig, resume: Path | None,
                       key=f"attempt:{job.attempt}:resume")
     trainer = Trainer(cfg, callbacks=[callback], resume_from=resume)
     result = trainer.train()
+    if result.status == "completed" and not callback.lost and finish(ctx, job):
+        return "succeeded"
     with transaction(ctx.sessions) as session:
-        if result.status == "completed" and not callback.lost:
-            name = fine_tuned_model_name(job)
-            csv = metrics_csv(session, job.id)
-            result_file = create_result_file(session, ctx.storage, job.tenant_id,
-                                             f"{job.id}-metrics.csv", csv.encode())
-            tokens = _trained_tokens(session, job)
-            runs.finish_job(session, job.id, ctx.worker_id, fine_tuned_model=name,
-                            result_files=[result_file.id], trained_tokens=tokens)
-            return "succeeded"
         if result.status == "paused":
             runs.release_job(session, job.id, ctx.worker_id,
                              f"Job paused at step {result.step}; resume continues from its "
@@ -318,6 +311,34 @@ def train(ctx: Context, job: Job, cfg: TrainConfig, resume: Path | None,
         runs.release_job(session, job.id, ctx.worker_id,
                          f"Job stopped at step {result.step}")
         return "cancelled"
+
+
+def finish(ctx: Context, job: Job) -> bool:
+    """Succeed the job with its model name, metrics CSV and token count, in one transaction;
+    False (and nothing written) when the user paused or cancelled it during the final
+    evaluation and save: the caller then lets the job go, so that a resume can start."""
+    key = None
+    try:
+        with transaction(ctx.sessions) as session:
+            csv = metrics_csv(session, job.id)
+            result_file = create_result_file(session, ctx.storage, job.tenant_id,
+                                             f"{job.id}-metrics.csv", csv.encode())
+            key = result_file.storage_key
+            done = runs.finish_job(session, job.id, ctx.worker_id,
+                                   fine_tuned_model=fine_tuned_model_name(job),
+                                   result_files=[result_file.id],
+                                   trained_tokens=_trained_tokens(session, job))
+            if not done:
+                raise _NotOurs
+        return True
+    except _NotOurs:
+        if key is not None:  # the row was rolled back; its bytes go too
+            ctx.storage.delete(key)
+        return False
+
+
+class _NotOurs(Exception):
+    """The job changed hands (paused, cancelled) before it could be finished."""
 
 
 def _trained_tokens(session: Session, job: Job) -> int:

@@ -133,6 +133,7 @@ def file_content(file_id: str, tenant: TenantDep, services: ServicesDep,
                  session: SessionDep) -> StreamingResponse:
     """The file's bytes, streamed from storage."""
     file, reader = files.open_file(session, services.storage, tenant.id, file_id)
+    session.close()  # the bytes stream from storage: hold no database connection meanwhile
     return StreamingResponse(
         iter_range(reader, 0, file.bytes), media_type="application/octet-stream",
         headers={"content-length": str(file.bytes),

@@ -94,3 +94,17 @@ def test_the_api_reference_is_served(server: str) -> None:
                  "/api/checkpoints/{checkpoint_id}/download", "/api/evaluations"):
         assert path in paths
     assert httpx.get(server + "/docs").status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(server: str) -> None:
+    # no Content-Length: the limit applies while the body streams in, before any parsing
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "'
+        for _ in range(64):
+            yield b"x" * 65536  # 4 MiB in all, over the 1 MiB JSON limit
+        yield b'"}'
+
+    r = httpx.post(server + "/v1/fine_tuning/jobs", content=chunks(),
+                   headers={"Content-Type": "application/json", "Authorization": "Bearer x"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"

@@ -73,3 +73,43 @@ def test_transient_failures_are_retried_with_backoff_then_given_up(
     assert row.status == "failed" and row.error is not None
     assert row.error["code"] == "transient_error"
     assert "gave up after 2 retries" in row.error["message"]
+
+
+def test_a_job_paused_during_its_final_save_is_not_finished_and_leaves_no_result_file(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    from store.models import File
+    from worker.runner import finish
+
+    tenant_id, _ = new_tenant_key(sessions)
+    job_id = make_job(sessions, tenant_id)
+    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
+                  storage=LocalStorage(tmp_path / "artifacts"), worker_id="w")
+    with transaction(sessions) as session:
+        job = runs.claim_job(session, job_id, "w")
+    assert job is not None
+    with transaction(sessions) as session:  # the user pauses while the trainer saves
+        session.scalars(select(Job).where(Job.id == job_id)).one().status = "paused"
+    assert finish(ctx, job) is False
+    with sessions() as session:
+        row = session.scalars(select(Job).where(Job.id == job_id)).one()
+        files = session.scalars(select(File).where(File.tenant_id == tenant_id)).all()
+    assert row.status == "paused" and row.fine_tuned_model is None
+    assert files == []
+    assert not list((tmp_path / "artifacts").rglob("*.csv"))
+
+
+def test_a_running_job_is_finished_with_its_result_file(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    from worker.runner import finish
+
+    tenant_id, _ = new_tenant_key(sessions)
+    job_id = make_job(sessions, tenant_id)
+    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
+                  storage=LocalStorage(tmp_path / "artifacts"), worker_id="w")
+    with transaction(sessions) as session:
+        job = runs.claim_job(session, job_id, "w")
+    assert job is not None and finish(ctx, job) is True
+    with sessions() as session:
+        row = session.scalars(select(Job).where(Job.id == job_id)).one()
+    assert row.status == "succeeded" and len(row.result_files) == 1
+    assert len(list((tmp_path / "artifacts").rglob("*.csv"))) == 1
