@@ -106,7 +106,7 @@ def through_worker(args: argparse.Namespace, env: dict[str, str], api: str, key:
             select(Event).where(Event.job_id == job["id"], Event.key.like("step:%"))
             .order_by(Event.seq))]
         started = session.scalars(select(Event).where(
-            Event.job_id == job["id"], Event.key == "attempt:1:started")).one()
+            Event.job_id == job["id"], Event.message.like("Training started%"))).one()
     return intervals(stamps), as_utc(started.created_at).timestamp() - submitted, \
         stamps[0] - submitted
 

@@ -49,5 +49,7 @@ RUN pip install -e '.[worker,train,lora]' \
 
 USER paec
 # One process, one task at a time (--pool solo): one GPU per worker container.
-CMD ["celery", "-A", "worker.celery_app", "worker", "-Q", "training,evaluation", \
+# No -Q: the worker picks its queues from its device (training, training.gpu or
+# training.cpu, evaluation; PAEC_WORKER_QUEUES overrides).
+CMD ["celery", "-A", "worker.celery_app", "worker", \
      "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO"]

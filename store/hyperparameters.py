@@ -12,8 +12,13 @@ OpenAI's fields (each may be "auto", meaning TrainConfig's default):
 
 Extensions are TrainConfig's own field names (`group_size`, `paec: {...}`, `loss: {...}`),
 sent next to them in `method.reinforcement.hyperparameters` (the client passes unknown keys
-through, a.1). Fields the server controls (paths, device, grader, seed) are refused. Every
-error is an InvalidRequestError whose `param` is the full path of the field.
+through, a.1). Fields the server controls (paths, grader, seed) are refused. Every error
+is an InvalidRequestError whose `param` is the full path of the field.
+
+One extension is not a TrainConfig field: `device` ("any", "gpu" or "cpu"; default "any")
+is the kind of worker the job asks for. It routes the job to a queue (store.queue) and is
+echoed back, but never reaches TrainConfig: the worker's own PAEC_WORKER_DEVICE decides the
+torch device.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from paec.config import PAECConfig
 from paec.loss_config import PolicyLossConfig
 from paec.train_config import TrainConfig
 from store.errors import InvalidRequestError
+from store.queue import DEVICE_ANY, DEVICE_KINDS
 
 PARAM = "method.reinforcement.hyperparameters"
 
 SERVER_KEYS = frozenset({"model", "train_data", "validation_data", "grader",
                          "allow_python_grader", "output_dir", "device", "seed"})
 """TrainConfig fields the worker fills from the job row, never from the request."""
+DEVICE_KEY = "device"
+"""Not TrainConfig's `device` (a server key): the kind of worker the job asks for."""
 BUILTIN_TASK_KEYS = frozenset({"train_size", "validation_size"})
 """TrainConfig fields that only matter for built-in tasks; a job always trains on files."""
 OPENAI_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs", "eval_interval",
@@ -71,6 +79,8 @@ class Hyperparameters:
     """The job object's top-level `hyperparameters` {batch_size, learning_rate_multiplier,
     n_epochs}."""
     total_steps: int
+    device: str = DEVICE_ANY
+    """The device kind the job asks for (store.queue.DEVICE_KINDS): where it is routed."""
 
 
 def _error(param: str, message: str) -> InvalidRequestError:
@@ -207,6 +217,15 @@ def _openai_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _device_kind(raw: Mapping[str, Any]) -> str:
+    kind = raw.get(DEVICE_KEY, DEVICE_ANY)
+    if not isinstance(kind, str) or kind not in DEVICE_KINDS:
+        raise _error(f"{PARAM}.{DEVICE_KEY}", "must be one of " + ", ".join(
+            f'"{k}"' for k in DEVICE_KINDS) + f" (the kind of worker to train on), got "
+            f"{kind!r}")
+    return kind
+
+
 def _config_param(message: str, openai: Mapping[str, Any]) -> str:
     """The request path of the field a TrainConfig ValueError names ("PAECConfig.top_p must
     be ..." -> "method.reinforcement.hyperparameters.paec.top_p")."""
@@ -236,6 +255,8 @@ def resolve_hyperparameters(raw: object, *, training_rows: int) -> Hyperparamete
     if not isinstance(raw, Mapping):
         raise _error(PARAM, f"must be an object, got {raw!r}")
     for key in raw:
+        if key == DEVICE_KEY:
+            continue
         if key in SERVER_KEYS:
             raise _error(f"{PARAM}.{key}", "is set by the server and cannot be sent "
                          "(model, training_file, validation_file, grader and seed are "
@@ -245,8 +266,9 @@ def resolve_hyperparameters(raw: object, *, training_rows: int) -> Hyperparamete
                          "its whole training_file and evaluates on its whole validation_file")
         if key not in OPENAI_KEYS and key not in USER_KEYS:
             raise _error(f"{PARAM}.{key}", "unknown hyperparameter; accepted: "
-                         + ", ".join((*OPENAI_KEYS, *USER_KEYS)))
+                         + ", ".join((*OPENAI_KEYS, DEVICE_KEY, *USER_KEYS)))
     openai = _openai_fields(raw)
+    device = _device_kind(raw)
     for ours, theirs in ALIASES:
         if openai.get(ours) is not None and theirs in raw:
             raise _error(f"{PARAM}.{theirs}", f"conflicts with {ours}: send one of them")
@@ -276,8 +298,8 @@ def resolve_hyperparameters(raw: object, *, training_rows: int) -> Hyperparamete
                                                   / _DEFAULTS.learning_rate),
                "n_epochs": n_epochs}
     echo = {**summary, "eval_interval": trainer.eval_interval, "eval_samples": trainer.eval_k,
-            "reasoning_effort": "default", "compute_multiplier": 1,
+            "reasoning_effort": "default", "compute_multiplier": 1, DEVICE_KEY: device,
             **{key: full[key] for key in USER_KEYS}}
     stored = {k: v for k, v in full.items() if k not in SERVER_KEYS}
     return Hyperparameters(config=stored, echo=echo, summary=summary,
-                           total_steps=trainer.steps)
+                           total_steps=trainer.steps, device=device)

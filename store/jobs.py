@@ -8,14 +8,15 @@ worker runs `Job.config` and fills in the model, data, output and grader from th
 A user's state change is a compare-and-set UPDATE (`... WHERE status = <the status we
 read>`), because the worker changes the same row concurrently (store/runs.py); a lost race
 is re-read and decided again. Nothing here commits, and nothing here enqueues: the route
-commits and then enqueues the job ids it is handed.
+commits and then enqueues the job ids it is handed, on the queue of the job's device kind
+(`job_queue`; the kind lives in the job's `method` echo, so the row needs no column for it).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,10 +34,11 @@ from store.errors import (
 from store.events import add_event, event_object, events_before
 from store.files import FINE_TUNE, get_file
 from store.grading import validate_grader_spec
+from store.hyperparameters import DEVICE_KEY, resolve_hyperparameters
 from store.hyperparameters import PARAM as HYPERPARAMETERS
-from store.hyperparameters import resolve_hyperparameters
 from store.model_names import resolve_model_name
 from store.models import Event, File, Job
+from store.queue import DEVICE_ANY, DEVICE_KINDS, TRAIN_QUEUE, training_queue
 from store.settings import Settings
 from store.states import JobStatus, check_transition
 
@@ -93,6 +95,35 @@ def list_object(jobs: list[Job], has_more: bool) -> dict[str, Any]:
     false, a.1)."""
     return {"object": "list", "data": [job_object(j) for j in jobs], "has_more": has_more,
             "first_id": jobs[0].id if jobs else None, "last_id": jobs[-1].id if jobs else None}
+
+
+# ---- routing ----
+
+def device_kind(method: object) -> str:
+    """The device kind a job asked for, from its stored `method` (the echo of
+    method.reinforcement.hyperparameters.device); "any" for jobs created before the key
+    existed (or anything unreadable: such a job still runs somewhere)."""
+    if not isinstance(method, Mapping):
+        return DEVICE_ANY
+    reinforcement = method.get("reinforcement")
+    hyper = reinforcement.get("hyperparameters") if isinstance(reinforcement, Mapping) else None
+    kind = hyper.get(DEVICE_KEY) if isinstance(hyper, Mapping) else None
+    return kind if isinstance(kind, str) and kind in DEVICE_KINDS else DEVICE_ANY
+
+
+def job_queue(job: Job) -> str:
+    """The training queue the job is sent to (store.queue.training_queue of its kind)."""
+    return training_queue(device_kind(job.method))
+
+
+def job_queues(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
+    """{job id: its training queue} for the given jobs (the sweeper's re-sends); ids with
+    no row are left out."""
+    wanted = list(dict.fromkeys(job_ids))
+    if not wanted:
+        return {}
+    rows = session.execute(select(Job.id, Job.method).where(Job.id.in_(wanted)))
+    return {job_id: training_queue(device_kind(method)) for job_id, method in rows}
 
 
 # ---- create ----
@@ -236,6 +267,8 @@ class Submitted:
     replayed: bool
     enqueue: str | None
     """The job id to enqueue once the transaction commits (None for a replay)."""
+    queue: str = TRAIN_QUEUE
+    """The training queue to send `enqueue` to (the job's device kind's)."""
 
 
 def submit_job(session: Session, settings: Settings, tenant_id: str,
@@ -259,7 +292,7 @@ def submit_job(session: Session, settings: Settings, tenant_id: str,
     body = job_object(job)
     idempotency.record(session, tenant_id, key, digest, object_id=job.id, status_code=200,
                        response=body)
-    return Submitted(200, body, replayed=False, enqueue=job.id)
+    return Submitted(200, body, replayed=False, enqueue=job.id, queue=job_queue(job))
 
 
 # ---- read ----
@@ -374,5 +407,9 @@ def resume_job(session: Session, tenant_id: str, job_id: str) -> tuple[Job, bool
     still writing its checkpoint."""
     return _change(session, tenant_id, job_id, target=JobStatus.QUEUED,
                    done=frozenset({JobStatus.QUEUED, JobStatus.RUNNING}), verb="resume",
-                   event="Job resumed", values=lambda: {"queued_at": utcnow()},
+                   event="Job resumed",
+                   # A resume starts a fresh failure budget: the sweeper and the retry
+                   # policy count attempts lost to dead workers and transient errors, and
+                   # the claims that follow a user's pauses are neither.
+                   values=lambda: {"queued_at": utcnow(), "attempt": 0},
                    check=_resumable)

@@ -111,7 +111,8 @@ class Job(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     """Last completed training step."""
     attempt: Mapped[int] = mapped_column(Integer, default=0)
-    """Times a worker claimed the job (the sweeper gives up after settings.max_attempts)."""
+    """Times a worker claimed the job since it was created or last resumed by its user (the
+    sweeper and the retry policy give up after settings.max_attempts)."""
     worker_id: Mapped[str | None] = mapped_column(String(255), default=None)
     """The worker holding the run, None when none does (a job never runs twice at once)."""
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -3,6 +3,11 @@
 Postgres holds the truth; the queue only carries ids. The API enqueues after its transaction
 commits. `TaskQueue` is the interface; `CeleryQueue` sends Celery tasks by name (the worker
 package defines them), so the API needs neither the worker's code nor torch.
+
+Routing (issue 5): a training job asks for a device kind (`any`, `gpu` or `cpu`; the
+`device` hyperparameter) and is sent to the queue of that kind: `training` (any worker),
+`training.gpu` (only workers that train on CUDA) or `training.cpu` (only CPU workers).
+Every worker consumes `training` plus the queue of its own kind (worker.celery_app).
 """
 
 from __future__ import annotations
@@ -12,14 +17,38 @@ from typing import Any, Protocol
 TRAIN_TASK = "paec.train_job"
 EVALUATE_TASK = "paec.evaluate"
 TRAIN_QUEUE = "training"
+"""Training jobs that run on any worker (device kind `any`, the default)."""
+TRAIN_GPU_QUEUE = "training.gpu"
+"""Training jobs that must run on a CUDA worker (device kind `gpu`)."""
+TRAIN_CPU_QUEUE = "training.cpu"
+"""Training jobs that must run on a CPU worker (device kind `cpu`)."""
 EVAL_QUEUE = "evaluation"
+
+DEVICE_ANY = "any"
+DEVICE_GPU = "gpu"
+DEVICE_CPU = "cpu"
+DEVICE_KINDS = (DEVICE_ANY, DEVICE_GPU, DEVICE_CPU)
+"""The device kinds a job may ask for, default first."""
+_TRAINING_QUEUES = {DEVICE_ANY: TRAIN_QUEUE, DEVICE_GPU: TRAIN_GPU_QUEUE,
+                    DEVICE_CPU: TRAIN_CPU_QUEUE}
+
+
+def training_queue(device_kind: str) -> str:
+    """The queue of training jobs that ask for `device_kind` (one of DEVICE_KINDS); an
+    unknown kind is a ValueError (requests are validated before they get here)."""
+    try:
+        return _TRAINING_QUEUES[device_kind]
+    except KeyError:
+        raise ValueError(f"unknown device kind {device_kind!r}; expected one of "
+                         + ", ".join(DEVICE_KINDS)) from None
 
 
 class TaskQueue(Protocol):
     """What the API needs from the queue."""
 
-    def enqueue_job(self, job_id: str) -> None:
-        """Ask a training worker to run (or resume) the job."""
+    def enqueue_job(self, job_id: str, queue: str) -> None:
+        """Ask a training worker to run (or resume) the job, on the job's training queue
+        (`training_queue` of its device kind)."""
 
     def enqueue_evaluation(self, evaluation_id: str) -> None:
         """Ask an evaluation worker to run the evaluation."""
@@ -34,8 +63,8 @@ class CeleryQueue:
         self.app: Any = Celery("paec-client", broker=broker_url)
         self.app.conf.broker_connection_retry_on_startup = False
 
-    def enqueue_job(self, job_id: str) -> None:
-        self.app.send_task(TRAIN_TASK, args=[job_id], queue=TRAIN_QUEUE)
+    def enqueue_job(self, job_id: str, queue: str) -> None:
+        self.app.send_task(TRAIN_TASK, args=[job_id], queue=queue)
 
     def enqueue_evaluation(self, evaluation_id: str) -> None:
         self.app.send_task(EVALUATE_TASK, args=[evaluation_id], queue=EVAL_QUEUE)

@@ -68,8 +68,8 @@ def claim_job(session: Session, job_id: str, worker_id: str) -> Job | None:
         return None
     job = session.scalars(select(Job).where(Job.id == job_id)
                           .execution_options(populate_existing=True)).one()
-    add_event(session, job_id, f"Training started on {worker_id} (attempt {job.attempt})",
-              key=f"attempt:{job.attempt}:started")
+    # Unkeyed: the compare-and-set above lets exactly one claim write it.
+    add_event(session, job_id, f"Training started on {worker_id} (attempt {job.attempt})")
     return job
 
 
@@ -275,8 +275,7 @@ def sweep(session: Session, *, heartbeat_timeout_s: float, max_attempts: int,
             )
         if done == 1:
             add_event(session, job.id, f"Worker {job.worker_id} stopped answering; job "
-                      f"re-queued (attempt {job.attempt} of {max_attempts} used)", level="warn",
-                      key=f"attempt:{job.attempt}:lost")
+                      f"re-queued (attempt {job.attempt} of {max_attempts} used)", level="warn")
             requeued.append(job.id)
     released = []
     for job in session.scalars(select(Job).where(Job.status == PAUSED,

@@ -40,14 +40,19 @@ class Settings(BaseSettings):
     auth_cache_s: float = Field(default=5.0, ge=0)
     """Seconds a verified API key is trusted without a database query; a revoked key is
     refused at most this long after its revocation (0: check every request)."""
-    allow_python_graders: bool = True
-    """Whether jobs may use `python` graders (run in a sandboxed child process)."""
+    allow_python_graders: bool = False
+    """Whether jobs and grader dry-runs may use `python` graders. Off by default: they run
+    tenant code in a child process with time and memory limits but as the service's user,
+    with its file system and network; enable only when every tenant is trusted."""
     worker_dir: Path | None = None
     """A worker's scratch space (datasets, run folders, fetched checkpoints); None means
     <data_dir>/worker."""
     worker_device: str = "auto"
     """The device a worker trains on: cpu, cuda, cuda:N, or auto (cuda if available). Run one
     worker per GPU (CUDA_VISIBLE_DEVICES), each with concurrency 1."""
+    worker_queues: str | None = None
+    """Comma-separated queues a worker started without -Q consumes; None means by its device:
+    training,training.gpu,evaluation on CUDA, training,training.cpu,evaluation otherwise."""
     sweep_interval_s: float = Field(default=30.0, gt=0)
     """How often each worker runs the sweeper (stale heartbeats, lost messages)."""
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
@@ -60,6 +65,15 @@ class Settings(BaseSettings):
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be blank; leave it unset for the embedded default")
+        return value
+
+    @field_validator("worker_queues")
+    @classmethod
+    def _queue_list(cls, value: str | None) -> str | None:
+        if value is not None and not all(name.strip() for name in value.split(",")):
+            raise ValueError("must be queue names separated by commas, e.g. "
+                             "training,training.gpu,evaluation; leave it unset to pick the "
+                             "queues by the worker's device")
         return value
 
     @property

@@ -367,14 +367,24 @@ def test_uvicorn_takes_its_worker_count_from_web_concurrency(
     assert "WEB_CONCURRENCY" in environment("api")
 
 
-def test_worker_runs_celery_on_both_queues_one_task_at_a_time() -> None:
+def test_worker_runs_celery_one_task_at_a_time() -> None:
     for command in (image_command(WORKER_DOCKERFILE), service("worker")["command"]):
         assert command[:4] == ["celery", "-A", "worker.celery_app", "worker"]
-        queues = command[command.index("-Q") + 1].split(",")
-        assert set(queues) == {TRAIN_QUEUE, EVAL_QUEUE}
+        if "-Q" in command:
+            queues = command[command.index("-Q") + 1].split(",")
+            assert {TRAIN_QUEUE, EVAL_QUEUE} <= set(queues)
         assert command[command.index("--pool") + 1] == "solo"
         assert command[command.index("--concurrency") + 1] == "1"
     assert importlib.util.find_spec("worker.celery_app") is not None
+
+
+def test_compose_worker_picks_its_queues_by_its_device() -> None:
+    # An explicit -Q would hide training.gpu from the GPU workers: jobs that ask for a GPU
+    # would never run. Without it, worker.celery_app.default_queues decides (tested in
+    # tests/worker/test_routing.py); .env may set PAEC_WORKER_QUEUES, compose does not.
+    command = service("worker")["command"]
+    assert "-Q" not in command and "--queues" not in command
+    assert "PAEC_WORKER_QUEUES" not in environment("worker")
 
 
 def test_migrate_runs_the_admin_migration() -> None:

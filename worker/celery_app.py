@@ -1,4 +1,4 @@
-"""The Celery application of the workers: `celery -A worker.celery_app worker -Q training`.
+"""The Celery application of the workers: `celery -A worker.celery_app worker`.
 
 Settings for long GPU tasks (Celery docs, "Optimizing"): a task is acknowledged only when it
 ends (acks_late) and re-delivered if its worker process dies (reject_on_worker_lost); each
@@ -7,19 +7,55 @@ multi-hour one on a busy worker. Redis re-delivers an unacknowledged task only a
 visibility timeout (1 h by default), so recovery of a dead worker's job does not rely on it:
 the sweeper (`worker.sweeper`) re-queues jobs from the database's heartbeats.
 
-Queues: `training` and `evaluation` (store.queue), so that evaluation workers can run beside
-a busy trainer. Run one training worker process per GPU (CUDA_VISIBLE_DEVICES=N,
-concurrency 1, `--pool solo`); a CPU-only worker works the same way.
+Queues (store.queue): `evaluation`, so that evaluation workers can run beside a busy trainer,
+and the training queues of the device kinds: `training` (jobs that run anywhere),
+`training.gpu` and `training.cpu`. A worker started without `-Q` consumes
+`default_queues(settings)`: `training`, the queue of its own device kind (CUDA or CPU, from
+PAEC_WORKER_DEVICE) and `evaluation`; PAEC_WORKER_QUEUES overrides that list, and an
+explicit `-Q` overrides both. Run one training worker process per GPU
+(CUDA_VISIBLE_DEVICES=N, concurrency 1, `--pool solo`); a CPU-only worker works the same way.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_init
 
-from store.queue import EVAL_QUEUE, EVALUATE_TASK, TRAIN_QUEUE, TRAIN_TASK
+from store.queue import (
+    DEVICE_CPU,
+    DEVICE_GPU,
+    EVAL_QUEUE,
+    EVALUATE_TASK,
+    TRAIN_QUEUE,
+    TRAIN_TASK,
+    training_queue,
+)
 from store.settings import Settings
+
+log = logging.getLogger("paec.worker")
+
+
+def trains_on_cuda(device: str) -> bool:
+    """Whether PAEC_WORKER_DEVICE `device` resolves to CUDA (as paec.trainer.resolve_device
+    does: `auto` is CUDA when torch sees a GPU)."""
+    name = device.strip()
+    if name == "auto":
+        import torch  # here, not at import: the API's tests import this module without a GPU
+
+        return bool(torch.cuda.is_available())
+    return name.split(":", 1)[0] == "cuda"
+
+
+def default_queues(settings: Settings) -> list[str]:
+    """The queues a worker consumes when started without `-Q`: PAEC_WORKER_QUEUES if set,
+    else `training`, the training queue of the worker's device kind, and `evaluation`."""
+    if settings.worker_queues is not None:
+        return [name.strip() for name in settings.worker_queues.split(",")]
+    kind = DEVICE_GPU if trains_on_cuda(settings.worker_device) else DEVICE_CPU
+    return [TRAIN_QUEUE, training_queue(kind), EVAL_QUEUE]
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -50,6 +86,19 @@ def make_celery(settings: Settings | None = None) -> Celery:
         # Unacknowledged tasks come back after this long; recovery does not wait for it.
         conf["broker_transport_options"] = {"visibility_timeout": 6 * 3600}
     app.conf.update(conf)
+
+    def select_default_queues(instance: Any = None, options: dict[str, Any] | None = None,
+                              **_: Any) -> None:
+        # celeryd_init runs before the worker applies -Q; Queues.select ignores an empty -Q,
+        # so the selection made here stands unless the operator named queues.
+        if getattr(instance, "app", None) is not app or (options or {}).get("queues"):
+            return
+        queues = default_queues(settings)
+        instance.app.amqp.queues.select(queues)
+        log.info("consuming %s (no -Q given)", ",".join(queues))
+
+    # weak=False: the signal would otherwise drop this closure once make_celery returns.
+    celeryd_init.connect(select_default_queues, weak=False)
     return app
 
 

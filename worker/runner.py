@@ -295,9 +295,8 @@ def train(ctx: Context, job: Job, cfg: TrainConfig, resume: Path | None,
     """Run the trainer and record how it ended."""
     if resume is not None:
         with transaction(ctx.sessions) as session:
-            add_event(session, job.id, f"Resuming from the checkpoint of step "
-                      f"{resume.name.removeprefix('step-').lstrip('0') or '0'}",
-                      key=f"attempt:{job.attempt}:resume")
+            add_event(session, job.id, "Resuming from the checkpoint of step "
+                      f"{resume.name.removeprefix('step-').lstrip('0') or '0'}")
     trainer = Trainer(cfg, callbacks=[callback], resume_from=resume)
     result = trainer.train()
     if result.status == "completed" and not callback.lost and finish(ctx, job):

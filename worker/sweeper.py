@@ -3,7 +3,8 @@ background of every worker (worker.tasks starts it).
 
 A sweep runs store.runs.sweep in one transaction, commits, and only then sends the jobs it
 re-queued (and those queued too long: their message may have been lost with Redis) to the
-queue. Duplicated messages are harmless: claims are compare-and-set.
+queue, each on its own training queue (the device kind it asked for, store.jobs.job_queues).
+Duplicated messages are harmless: claims are compare-and-set.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from typing import Any
 
 from store.db import transaction
+from store.jobs import job_queues
 from store.queue import EVAL_QUEUE, EVALUATE_TASK, TRAIN_QUEUE, TRAIN_TASK
 from store.runs import SweepResult, sweep, sweep_evaluations
 from worker.runner import Context
@@ -30,8 +32,9 @@ def sweep_once(ctx: Context, app: Any) -> SweepResult:
         evaluations = sweep_evaluations(session, heartbeat_timeout_s=settings.heartbeat_timeout_s,
                                         max_attempts=settings.max_attempts,
                                         resend_after_s=settings.resend_after_s)
+        queues = job_queues(session, result.to_enqueue)
     for job_id in result.to_enqueue:
-        app.send_task(TRAIN_TASK, args=[job_id], queue=TRAIN_QUEUE)
+        app.send_task(TRAIN_TASK, args=[job_id], queue=queues.get(job_id, TRAIN_QUEUE))
     for evaluation_id in evaluations:
         app.send_task(EVALUATE_TASK, args=[evaluation_id], queue=EVAL_QUEUE)
     if result.requeued or result.failed or result.resent:

@@ -23,9 +23,9 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
 log = logging.getLogger("paec.api.jobs")
 
 
-def _enqueue(services: ServicesDep, job_id: str) -> None:
+def _enqueue(services: ServicesDep, job_id: str, queue: str) -> None:
     try:
-        services.queue.enqueue_job(job_id)
+        services.queue.enqueue_job(job_id, queue)
     except Exception as exc:  # any broker failure: the sweeper re-sends queued jobs
         log.warning("could not enqueue job %s (%s: %s); it stays queued in the database and "
                     "the sweeper will send it", job_id, type(exc).__name__, exc)
@@ -48,7 +48,7 @@ def create_job(
                                 retry_count=_retry_count(retry_count))
     session.commit()
     if submitted.enqueue is not None:
-        _enqueue(services, submitted.enqueue)
+        _enqueue(services, submitted.enqueue, submitted.queue)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else None
     return JSONResponse(submitted.body, status_code=submitted.status_code, headers=headers)
 
@@ -99,7 +99,7 @@ def resume_job(fine_tuning_job_id: str, services: ServicesDep, session: SessionD
     job, changed = jobs.resume_job(session, tenant.id, fine_tuning_job_id)
     session.commit()
     if changed:
-        _enqueue(services, job.id)
+        _enqueue(services, job.id, jobs.job_queue(job))
     return jobs.job_object(job)
 
 

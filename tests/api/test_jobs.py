@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from store.db import transaction
 from store.models import IdempotencyKey, Job
-from store.queue import TRAIN_QUEUE
+from store.queue import TRAIN_CPU_QUEUE, TRAIN_GPU_QUEUE, TRAIN_QUEUE
 from store.settings import Settings
 from tests.service import REDIS_TEST_URL, ThreadedServer, make_file, make_job, new_tenant_key
 
@@ -51,11 +51,11 @@ def job_row(sessions: sessionmaker[Session], job_id: str) -> Job:
         return session.scalars(select(Job).where(Job.id == job_id)).one()
 
 
-def queued_job_ids() -> list[str]:
+def queued_job_ids(queue: str = TRAIN_QUEUE) -> list[str]:
     """Job ids in the Celery messages waiting in Redis (kombu keeps a queue as a list of
     JSON envelopes whose body is the base64 of [args, kwargs, embed])."""
     found = []
-    for raw in redis.Redis.from_url(REDIS_TEST_URL).lrange(TRAIN_QUEUE, 0, -1):
+    for raw in redis.Redis.from_url(REDIS_TEST_URL).lrange(queue, 0, -1):
         envelope = json.loads(raw)
         args, _, _ = json.loads(base64.b64decode(envelope["body"]))
         found.append(args[0])
@@ -98,6 +98,32 @@ def test_a_created_job_is_sent_to_the_training_queue(http: httpx.Client,
                                                      training_file: str) -> None:
     job = create(http, job_request(training_file)).json()
     assert job["id"] in queued_job_ids()
+
+
+def test_a_job_is_sent_to_the_queue_of_the_device_kind_it_asks_for(
+        http: httpx.Client, training_file: str) -> None:
+    hyper = {"n_epochs": 1, "batch_size": 2}
+    gpu = create(http, job_request(training_file, hyperparameters={**hyper, "device": "gpu"}))
+    cpu = create(http, job_request(training_file, hyperparameters={**hyper, "device": "cpu"}))
+    default = create(http, job_request(training_file, hyperparameters=hyper))
+    assert gpu.json()["method"]["reinforcement"]["hyperparameters"]["device"] == "gpu"
+    assert default.json()["method"]["reinforcement"]["hyperparameters"]["device"] == "any"
+    # The queues are shared by the session's tests: look for these three jobs only.
+    ours = {r.json()["id"] for r in (gpu, cpu, default)}
+    by_queue = {q: ours & set(queued_job_ids(q))
+                for q in (TRAIN_QUEUE, TRAIN_GPU_QUEUE, TRAIN_CPU_QUEUE)}
+    assert by_queue == {TRAIN_QUEUE: {default.json()["id"]},
+                        TRAIN_GPU_QUEUE: {gpu.json()["id"]},
+                        TRAIN_CPU_QUEUE: {cpu.json()["id"]}}
+
+
+def test_an_unknown_device_kind_is_a_400_that_leaves_no_job(
+        http: httpx.Client, training_file: str, sessions: sessionmaker[Session],
+        tenant_id: str) -> None:
+    r = create(http, job_request(training_file, hyperparameters={"device": "cuda:0"}))
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "method.reinforcement.hyperparameters.device"
+    assert job_count(sessions, tenant_id) == 0
 
 
 def test_the_job_object_has_every_field_the_client_requires(http: httpx.Client,
@@ -349,6 +375,16 @@ def test_resuming_a_paused_job_queues_and_enqueues_it(http: httpx.Client,
     messages = [e["message"] for e in
                 http.get(f"/v1/fine_tuning/jobs/{job_id}/events").json()["data"]]
     assert messages == ["Job resumed"]
+
+
+def test_a_resumed_job_goes_back_to_the_queue_of_its_device_kind(
+        http: httpx.Client, sessions: sessionmaker[Session], tenant_id: str) -> None:
+    method = {"type": "reinforcement",
+              "reinforcement": {"grader": GRADER, "hyperparameters": {"device": "gpu"}}}
+    job_id = make_job(sessions, tenant_id, status="paused", method=method)
+    assert http.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"
+    assert job_id in queued_job_ids(TRAIN_GPU_QUEUE)
+    assert job_id not in queued_job_ids(TRAIN_QUEUE)
 
 
 def test_cancelling_a_running_job_sets_finished_at(http: httpx.Client,

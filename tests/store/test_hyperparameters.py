@@ -10,7 +10,13 @@ import pytest
 
 from paec.train_config import TrainConfig
 from store.errors import InvalidRequestError
-from store.hyperparameters import PARAM, SERVER_KEYS, USER_KEYS, resolve_hyperparameters
+from store.hyperparameters import (
+    DEVICE_KEY,
+    PARAM,
+    SERVER_KEYS,
+    USER_KEYS,
+    resolve_hyperparameters,
+)
 
 DEFAULTS = TrainConfig()
 
@@ -98,11 +104,36 @@ def test_a_bad_field_is_a_400_naming_its_full_path(raw: dict[str, Any], param: s
     assert error.message.startswith(f"{PARAM}.{param}: ")
 
 
-@pytest.mark.parametrize("key", sorted(SERVER_KEYS))
+# `device` is a server key of TrainConfig, but the request's `device` is the device kind
+# (tested below).
+@pytest.mark.parametrize("key", sorted(SERVER_KEYS - {DEVICE_KEY}))
 def test_fields_the_server_controls_are_refused(key: str) -> None:
     error = refused({key: "x"})
     assert error.param == f"{PARAM}.{key}"
     assert "set by the server" in error.message
+
+
+def test_device_kind_defaults_to_any_and_is_echoed() -> None:
+    hp = resolve_hyperparameters(None, training_rows=10)
+    assert hp.device == "any"
+    assert hp.echo[DEVICE_KEY] == "any"
+
+
+@pytest.mark.parametrize("kind", ["any", "gpu", "cpu"])
+def test_device_kind_is_echoed_but_never_reaches_the_trainer(kind: str) -> None:
+    hp = resolve_hyperparameters({"device": kind, "steps": 2}, training_rows=10)
+    assert hp.device == kind
+    assert hp.echo[DEVICE_KEY] == kind
+    # The worker's PAEC_WORKER_DEVICE picks the torch device, not the request.
+    assert DEVICE_KEY not in hp.config
+    assert hp.config == resolve_hyperparameters({"steps": 2}, training_rows=10).config
+
+
+@pytest.mark.parametrize("kind", ["cuda", "cuda:0", "GPU", "", None, 1, ["gpu"]])
+def test_an_unknown_device_kind_is_a_400_naming_the_field(kind: object) -> None:
+    error = refused({"device": kind})
+    assert error.param == f"{PARAM}.{DEVICE_KEY}"
+    assert '"any", "gpu", "cpu"' in error.message
 
 
 @pytest.mark.parametrize(("raw", "param"), [

@@ -95,12 +95,15 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.files: list[Any] = []
 
-    def start(self, queues: str = "training,evaluation") -> subprocess.Popen[bytes]:
+    def start(self, queues: str | None = "training,evaluation") -> subprocess.Popen[bytes]:
+        """A worker consuming `queues` (-Q); None starts it without -Q, on the queues that
+        worker.celery_app.default_queues picks."""
         n = len(self.procs)
         log = open(self.logs / f"worker-{n}.log", "wb")  # noqa: SIM115  # closed in stop_all
         self.files.append(log)
+        queue_args = [] if queues is None else ["-Q", queues]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", *queue_args,
              "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
              "--hostname", f"w{n}-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)

@@ -132,6 +132,8 @@ def test_pause_then_resume_continues_from_the_pause_checkpoint(
     wait_for(lambda: status(user, job_id) == "succeeded", timeout=120,
              what="the resumed job", log=workers.log)
     assert metric_steps(worker_sessions, job_id, "reward/mean") == list(range(1, 13))
+    # a user's pause and resume do not spend the job's failure budget
+    assert job_row(worker_sessions, job_id).attempt == 1
 
 
 def test_cancel_stops_the_run_within_a_step_and_keeps_what_was_written(

@@ -1,0 +1,117 @@
+"""Routing by device kind (issue 5): which queues a worker consumes without -Q
+(`default_queues`), and a real `celery worker` on the CPU started without -Q that trains the
+jobs it may take and leaves a GPU job queued for a GPU worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import httpx
+import pytest
+import redis
+import torch
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.db import transaction, utcnow
+from store.models import Job
+from store.queue import EVAL_QUEUE, TRAIN_CPU_QUEUE, TRAIN_GPU_QUEUE, TRAIN_QUEUE, CeleryQueue
+from store.settings import Settings
+from store.storage import LocalStorage
+from tests.service import make_job, new_tenant_key
+from tests.worker.conftest import BROKER, Workers, job_row, settings_from, wait_for
+from tests.worker.test_worker import status, submit, upload
+from worker.celery_app import default_queues
+from worker.runner import Context
+from worker.sweeper import sweep_once
+
+CPU_QUEUES = [TRAIN_QUEUE, TRAIN_CPU_QUEUE, EVAL_QUEUE]
+GPU_QUEUES = [TRAIN_QUEUE, TRAIN_GPU_QUEUE, EVAL_QUEUE]
+
+
+@pytest.mark.parametrize(("device", "expected"), [
+    ("cpu", CPU_QUEUES), ("cuda", GPU_QUEUES), ("cuda:1", GPU_QUEUES), ("mps", CPU_QUEUES),
+])
+def test_a_worker_consumes_the_training_queue_of_its_device(device: str,
+                                                            expected: list[str]) -> None:
+    assert default_queues(Settings(worker_device=device)) == expected
+
+
+def test_an_auto_worker_consumes_the_gpu_queue_only_when_torch_sees_a_gpu() -> None:
+    expected = GPU_QUEUES if torch.cuda.is_available() else CPU_QUEUES
+    assert default_queues(Settings(worker_device="auto")) == expected
+
+
+def test_worker_queues_setting_overrides_the_device() -> None:
+    settings = Settings(worker_device="cuda", worker_queues=" evaluation , training.gpu")
+    assert default_queues(settings) == [EVAL_QUEUE, TRAIN_GPU_QUEUE]
+
+
+@pytest.mark.parametrize("value", ["", " ", "training,,evaluation"])
+def test_a_blank_queue_name_is_an_invalid_setting(value: str) -> None:
+    with pytest.raises(ValueError, match="worker_queues"):
+        Settings(worker_queues=value)
+
+
+def waiting_job_ids(queue: str) -> list[str]:
+    """Job ids of the messages waiting in a Redis queue (kombu: a list of JSON envelopes
+    whose body is the base64 of [args, kwargs, embed])."""
+    found = []
+    for raw in redis.Redis.from_url(BROKER).lrange(queue, 0, -1):
+        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        found.append(args[0])
+    return found
+
+
+def test_a_cpu_worker_without_q_trains_cpu_and_any_jobs_and_leaves_gpu_jobs_queued(
+        user: httpx.Client, workers: Workers,
+        worker_sessions: sessionmaker[Session]) -> None:
+    file_id = upload(user)
+    gpu_job = submit(user, file_id, steps=2, device="gpu")
+    cpu_job = submit(user, file_id, steps=2, device="cpu")
+    any_job = submit(user, file_id, steps=2)
+    assert gpu_job in waiting_job_ids(TRAIN_GPU_QUEUE)
+    workers.start(queues=None)  # the fixture's environment sets PAEC_WORKER_DEVICE=cpu
+    try:
+        wait_for(lambda: all(status(user, j) in ("succeeded", "failed")
+                             for j in (cpu_job, any_job)),
+                 timeout=180, what="the cpu and the any job to finish", log=workers.log)
+        assert [status(user, j) for j in (cpu_job, any_job)] == ["succeeded"] * 2, workers.log()
+        # The CPU worker never claimed the GPU job: no attempt, no worker, still waiting.
+        row = job_row(worker_sessions, gpu_job)
+        assert (row.status, row.attempt, row.worker_id) == ("queued", 0, None)
+        assert gpu_job in waiting_job_ids(TRAIN_GPU_QUEUE)
+    finally:
+        # No GPU worker will come: cancel, so that later tests' sweepers leave it alone.
+        user.post(f"/v1/fine_tuning/jobs/{gpu_job}/cancel")
+
+
+def test_the_sweeper_re_sends_jobs_to_the_queue_of_their_device_kind(
+        worker_env: dict[str, str], worker_sessions: sessionmaker[Session]) -> None:
+    tenant_id, _ = new_tenant_key(worker_sessions)
+    long_ago = utcnow() - timedelta(hours=1)
+
+    def method(kind: str) -> dict[str, object]:
+        return {"type": "reinforcement", "reinforcement": {"hyperparameters": {"device": kind}}}
+
+    # A GPU job whose worker died (stale heartbeat) and a CPU job whose message was lost.
+    dead = make_job(worker_sessions, tenant_id, status="running", method=method("gpu"),
+                    worker_id="gone:1", attempt=1, heartbeat_at=long_ago, queued_at=long_ago)
+    lost = make_job(worker_sessions, tenant_id, status="queued", method=method("cpu"),
+                    queued_at=long_ago)
+    settings = settings_from(worker_env)
+    ctx = Context(settings=settings, sessions=worker_sessions,
+                  storage=LocalStorage(settings.resolved_artifacts_dir), worker_id="test:0")
+    try:
+        result = sweep_once(ctx, CeleryQueue(BROKER).app)
+        assert dead in result.requeued and lost in result.resent
+        assert dead in waiting_job_ids(TRAIN_GPU_QUEUE)
+        assert lost in waiting_job_ids(TRAIN_CPU_QUEUE)
+        assert not {dead, lost} & set(waiting_job_ids(TRAIN_QUEUE))
+    finally:
+        # No worker here may train them: cancel, so that later sweeps leave them alone.
+        with transaction(worker_sessions) as session:
+            session.execute(update(Job).where(Job.id.in_([dead, lost]))
+                            .values(status="cancelled", worker_id=None))
