@@ -20,7 +20,7 @@ import io
 import json
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -123,10 +123,30 @@ def validate_jsonl_bytes(data: bytes, *, max_errors: int = 50) -> int:
     return len(load_jsonl_bytes(data, max_errors=max_errors))
 
 
+def validate_jsonl_file(path: str | os.PathLike[str], *, max_errors: int = 50) -> int:
+    """`validate_jsonl_bytes` of a file, read a line at a time and keeping no rows: memory
+    stays flat whatever the file's size."""
+    with open(path, "rb") as f:
+        return _count_lines(f, max_errors=max_errors)
+
+
+def _count_lines(lines: Iterable[str | bytes], *, max_errors: int) -> int:
+    return _scan_lines(lines, max_errors=max_errors, keep=lambda example: None)
+
+
 def _load_lines(lines: Iterable[str | bytes], *, max_errors: int) -> list[Example]:
+    examples: list[Example] = []
+    _scan_lines(lines, max_errors=max_errors, keep=examples.append)
+    return examples
+
+
+def _scan_lines(lines: Iterable[str | bytes], *, max_errors: int,
+                keep: Callable[[Example], None]) -> int:
+    """Parse every line, hand each valid row to `keep`, and return their number; raise
+    `DatasetError` listing every bad row once the whole input was read."""
     if max_errors < 1:
         raise ValueError(f"max_errors must be >= 1, got {max_errors}")
-    examples: list[Example] = []
+    count = 0
     errors: list[RowError] = []
     seen_any = False
     for number, raw in enumerate(lines, start=1):
@@ -147,14 +167,15 @@ def _load_lines(lines: Iterable[str | bytes], *, max_errors: int) -> list[Exampl
         seen_any = True
         result = parse_row(text, number)
         if isinstance(result, Example):
-            examples.append(result)
+            count += 1
+            keep(result)
         else:
             errors.extend(result)
     if not seen_any:
         errors.append(RowError(0, "", "no rows: the file is empty or holds only blank lines"))
     if errors:
         raise DatasetError.from_rows(errors, max_errors=max_errors)
-    return examples
+    return count
 
 
 def _reject_constant(name: str) -> Any:

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import PurePosixPath, PureWindowsPath
-from typing import Any, BinaryIO
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO, Any, BinaryIO
 
 from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import Session
 
-from paec.data import DatasetError, validate_jsonl_bytes
+from paec.data import DatasetError, validate_jsonl_file
 from store import ids
 from store.db import unix, utcnow
 from store.errors import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
@@ -116,18 +118,21 @@ def _expiry_seconds(expires_after: Mapping[str, object] | None) -> int | None:
     return seconds
 
 
-def _read_limited(stream: BinaryIO, max_bytes: int) -> bytes:
-    # Chunks, stopping as soon as the limit is passed: a body sent without Content-Length
-    # (chunked) is never trusted to be small.
-    parts: list[bytes] = []
+def _copy_limited(stream: BinaryIO, target: IO[bytes], max_bytes: int) -> tuple[int, str]:
+    """Copy `stream` to `target` in chunks, stopping as soon as the limit is passed (a body
+    sent without Content-Length is never trusted to be small); returns (bytes, sha256). The
+    upload never sits whole in memory."""
+    digest = hashlib.sha256()
     total = 0
     while chunk := stream.read(CHUNK):
         total += len(chunk)
         if total > max_bytes:
             raise PayloadTooLargeError(f"the file is larger than the limit of {max_bytes} "
                                        "bytes", param="file")
-        parts.append(chunk)
-    return b"".join(parts)
+        digest.update(chunk)
+        target.write(chunk)
+    target.flush()
+    return total, digest.hexdigest()
 
 
 def _invalid_file(message: str) -> InvalidRequestError:
@@ -139,6 +144,11 @@ def _invalid_file(message: str) -> InvalidRequestError:
 def _store(session: Session, storage: ArtifactStorage, file: File, data: bytes) -> File:
     """Write the bytes, then the row; a row that cannot be written takes its bytes with it."""
     storage.put_bytes(file.storage_key, data)
+    return _store_row(session, storage, file)
+
+
+def _store_row(session: Session, storage: ArtifactStorage, file: File) -> File:
+    """Add the row of bytes already stored; a row that cannot be written takes them along."""
     try:
         session.add(file)
         session.flush()
@@ -165,19 +175,20 @@ def create_file(session: Session, storage: ArtifactStorage, tenant_id: str, *,
     if not name.lower().endswith(".jsonl"):
         raise _invalid_file(f"fine-tuning files must be JSONL with a .jsonl name, got {name!r}")
     seconds = _expiry_seconds(expires_after)
-    data = _read_limited(stream, max_bytes)
-    try:
-        rows = validate_jsonl_bytes(data)
-    except DatasetError as exc:
-        raise _invalid_file(f"{name}: {exc}") from None
-    now = utcnow()
-    file_id = ids.new_id(ids.FILE)
-    file = File(id=file_id, tenant_id=tenant_id, filename=name, purpose=FINE_TUNE,
-                bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), rows=rows,
-                status="processed", storage_key=storage_key(tenant_id, file_id, name),
-                created_at=now,
-                expires_at=None if seconds is None else now + timedelta(seconds=seconds))
-    return _store(session, storage, file, data)
+    with tempfile.NamedTemporaryFile(prefix="paec-upload-", suffix=".jsonl") as spool:
+        size, sha256 = _copy_limited(stream, spool, max_bytes)
+        try:
+            rows = validate_jsonl_file(spool.name)  # a line at a time
+        except DatasetError as exc:
+            raise _invalid_file(f"{name}: {exc}") from None
+        now = utcnow()
+        file_id = ids.new_id(ids.FILE)
+        file = File(id=file_id, tenant_id=tenant_id, filename=name, purpose=FINE_TUNE,
+                    bytes=size, sha256=sha256, rows=rows, status="processed",
+                    storage_key=storage_key(tenant_id, file_id, name), created_at=now,
+                    expires_at=None if seconds is None else now + timedelta(seconds=seconds))
+        storage.put_file(file.storage_key, Path(spool.name))
+        return _store_row(session, storage, file)
 
 
 def create_result_file(session: Session, storage: ArtifactStorage, tenant_id: str,
@@ -255,6 +266,15 @@ def open_file(session: Session, storage: ArtifactStorage, tenant_id: str,
     except FileNotFoundError:
         raise NotFoundError(f"the content of file {file_id!r} is missing from storage",
                             param="file_id") from None
+
+
+def copy_file_to(session: Session, storage: ArtifactStorage, tenant_id: str, file_id: str,
+                 target: Path) -> File:
+    """Copy the file's bytes to `target` in chunks (the worker's local copy of a dataset)."""
+    file, reader = open_file(session, storage, tenant_id, file_id)
+    with reader, open(target, "wb") as out:
+        shutil.copyfileobj(reader, out, CHUNK)
+    return file
 
 
 def read_file_bytes(session: Session, storage: ArtifactStorage, tenant_id: str,

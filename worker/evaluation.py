@@ -17,7 +17,7 @@ from paec.trainer import Trainer
 from store.checkpoints import fetch_checkpoint
 from store.db import transaction
 from store.evaluations import claim_evaluation, fail_evaluation, finish_evaluation
-from store.files import read_file_bytes
+from store.files import copy_file_to
 from store.model_names import ModelKind, resolve_model_name
 from store.models import Checkpoint, Evaluation
 from store.runs import evaluation_heartbeat
@@ -64,8 +64,7 @@ def _run(ctx: Context, evaluation: Evaluation, workdir: Path) -> str:
                 sources.append((name, name))
                 continue
             path = workdir / f"dataset-{i}.jsonl"
-            path.write_bytes(read_file_bytes(session, ctx.storage, evaluation.tenant_id,
-                                             name))
+            copy_file_to(session, ctx.storage, evaluation.tenant_id, name, path)
             sources.append((name, str(path)))
         ckpt = (session.scalar(select(Checkpoint).where(Checkpoint.id == model.source))
                 if model.kind is ModelKind.CHECKPOINT else None)

@@ -39,7 +39,7 @@ from store.checkpoints import (
 )
 from store.db import transaction
 from store.events import add_event
-from store.files import create_result_file, read_file_bytes
+from store.files import copy_file_to, create_result_file
 from store.metrics import metrics_csv, record_metrics
 from store.model_names import ModelKind, resolve_model_name
 from store.models import Checkpoint, Job, Metric
@@ -256,13 +256,12 @@ def prepare(ctx: Context, job: Job, workdir: Path) -> tuple[TrainConfig, Path | 
     with transaction(ctx.sessions) as session:
         model = resolve_model_name(session, ctx.settings, job.tenant_id, job.model)
         train_path = workdir / "train.jsonl"
-        train_path.write_bytes(read_file_bytes(session, ctx.storage, job.tenant_id,
-                                               job.training_file))
+        copy_file_to(session, ctx.storage, job.tenant_id, job.training_file, train_path)
         validation: Path | None = None
         if job.validation_file:
             validation = workdir / "validation.jsonl"
-            validation.write_bytes(read_file_bytes(session, ctx.storage, job.tenant_id,
-                                                   job.validation_file))
+            copy_file_to(session, ctx.storage, job.tenant_id, job.validation_file,
+                         validation)
         resume_ckpt = latest_full_state_checkpoint(session, job.id)
         base_ckpt = (session.scalar(select(Checkpoint).where(Checkpoint.id == model.source))
                      if model.kind is ModelKind.CHECKPOINT else None)

@@ -348,3 +348,18 @@ def test_cursor_state_from_another_dataset_is_refused() -> None:
         DataCursor(numbered(5), seed=0).load_state_dict(state)
     with pytest.raises(ValueError, match="seed"):
         DataCursor(numbered(4), seed=1).load_state_dict(state)
+
+
+def test_validating_a_file_counts_rows_and_reports_bad_ones_like_the_bytes_path(
+        tmp_path: Path) -> None:
+    from paec.data import validate_jsonl_bytes, validate_jsonl_file
+
+    good = b'{"prompt": "1+1", "answer": "2"}\n\n{"prompt": "2+2", "answer": "4"}\n'
+    path = tmp_path / "good.jsonl"
+    path.write_bytes(good)
+    assert validate_jsonl_file(path) == validate_jsonl_bytes(good) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(good + b'{"prompt": 3}\n')
+    with pytest.raises(DatasetError) as info:
+        validate_jsonl_file(bad)
+    assert {e.line for e in info.value.errors} == {4}  # the row has two faults
