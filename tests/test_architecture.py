@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"api", "worker", "paec", "store", "client"}
+OURS = {"api", "worker", "paec", "store", "client", "experiments"}
 ALLOWED = {
     "paec": set(),
     "store": {"paec"},
@@ -24,6 +24,8 @@ ALLOWED = {
     # the demo and the HTTP client: they talk to the service over HTTP and start its
     # processes; they use paec only for its torch-free built-in datasets
     "client": {"paec"},
+    # the reproduction experiment uses the public trainer only
+    "experiments": {"paec"},
 }
 
 
