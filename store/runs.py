@@ -62,8 +62,7 @@ def claim_job(session: Session, job_id: str, worker_id: str) -> Job | None:
         update(Job)
         .where(Job.id == job_id, Job.status == QUEUED, Job.worker_id.is_(None))
         .values(status=RUNNING, worker_id=worker_id, attempt=Job.attempt + 1,
-                heartbeat_at=now, started_at=now, updated_at=now)
-    )
+                heartbeat_at=now, started_at=now, updated_at=now))
     if claimed != 1:
         return None
     job = session.scalars(select(Job).where(Job.id == job_id)
@@ -136,12 +135,12 @@ def finish_job(session: Session, job_id: str, worker_id: str, *, fine_tuned_mode
                result_files: list[str], trained_tokens: int) -> bool:
     """running -> succeeded; False when the worker no longer holds a running job."""
     now = utcnow()
-    done = _changed(session,
+    done = _changed(
+        session,
         update(Job).where(Job.id == job_id, Job.status == RUNNING, Job.worker_id == worker_id)
         .values(status=JobStatus.SUCCEEDED.value, worker_id=None, finished_at=now,
                 updated_at=now, fine_tuned_model=fine_tuned_model, result_files=result_files,
-                trained_tokens=trained_tokens)
-        )
+                trained_tokens=trained_tokens))
     if done == 1:
         add_event(session, job_id, f"New fine-tuned model created: {fine_tuned_model}",
                   key="finished:model")
@@ -157,10 +156,10 @@ def fail_job(session: Session, job_id: str, worker_id: str | None, *, code: str,
     query = update(Job).where(Job.id == job_id, Job.status.in_([QUEUED, RUNNING, PAUSED]))
     if worker_id is not None:
         query = query.where(Job.worker_id == worker_id)
-    done = _changed(session,
+    done = _changed(
+        session,
         query.values(status=JobStatus.FAILED.value, worker_id=None, finished_at=now,
-                     updated_at=now, error={"code": code, "message": message, "param": param})
-        )
+                     updated_at=now, error={"code": code, "message": message, "param": param}))
     if done == 1:
         add_event(session, job_id, f"The job failed: {message}", level="error", key="failed")
     return done == 1
@@ -177,10 +176,10 @@ def release_job(session: Session, job_id: str, worker_id: str, message: str) -> 
 def requeue_job(session: Session, job_id: str, worker_id: str, message: str) -> bool:
     """running -> queued after a transient failure, so that a later attempt resumes."""
     now = utcnow()
-    done = _changed(session,
+    done = _changed(
+        session,
         update(Job).where(Job.id == job_id, Job.status == RUNNING, Job.worker_id == worker_id)
-        .values(status=QUEUED, worker_id=None, queued_at=now, updated_at=now)
-        )
+        .values(status=QUEUED, worker_id=None, queued_at=now, updated_at=now))
     if done == 1:
         add_event(session, job_id, message, level="warn")
     return done == 1
@@ -268,11 +267,11 @@ def sweep(session: Session, *, heartbeat_timeout_s: float, max_attempts: int,
                                 "attempts"):
                 failed.append(job.id)
             continue
-        done = _changed(session,
+        done = _changed(
+            session,
             update(Job).where(Job.id == job.id, Job.status == RUNNING,
                               Job.worker_id == job.worker_id)
-            .values(status=QUEUED, worker_id=None, queued_at=now, updated_at=now)
-            )
+            .values(status=QUEUED, worker_id=None, queued_at=now, updated_at=now))
         if done == 1:
             add_event(session, job.id, f"Worker {job.worker_id} stopped answering; job "
                       f"re-queued (attempt {job.attempt} of {max_attempts} used)", level="warn")

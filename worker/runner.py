@@ -122,7 +122,8 @@ class DatabaseCallback(Callback):
         self.lost = False  # the claim was taken away (sweeper) or the job deleted
         self._failing_steps = 0
 
-    def _status(self) -> str | None:
+    def status(self) -> str | None:
+        """The job's status as the user set it, read with a heartbeat (None: not ours)."""
         with transaction(self.ctx.sessions) as session:
             return runs.heartbeat(session, self.job.id, self.ctx.worker_id)
 
@@ -162,7 +163,7 @@ class DatabaseCallback(Callback):
                       key=f"eval:{step}")
 
     def should_stop(self) -> StopRequest | None:
-        status = self._status()
+        status = self.status()
         if status is None:
             self.lost = True
             return StopRequest.CANCEL
@@ -209,7 +210,7 @@ def run_job(ctx: Context, job_id: str) -> Outcome:
     try:
         # The heartbeat covers everything after the claim: fetching data and checkpoints and
         # loading the model can take longer than the sweeper's timeout.
-        with Heartbeat(callback._status, ctx.settings.heartbeat_interval_s):
+        with Heartbeat(callback.status, ctx.settings.heartbeat_interval_s):
             cfg, resume = prepare(ctx, job, workdir)
             return Outcome(train(ctx, job, cfg, resume, callback))
     except BaseException as exc:
