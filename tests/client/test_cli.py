@@ -386,13 +386,15 @@ def test_graders_run_prints_the_reward(paec: Paec, tmp_path: Path) -> None:
 
 
 def test_eval_wait_prints_the_results_once_the_evaluation_succeeds(
-        paec: Paec, sessions: Sessions) -> None:
+        paec: Paec, sessions: Sessions, tenant: tuple[str, str]) -> None:
     def finish() -> None:
-        # The worker's part: claim the newest queued evaluation and write its results.
+        # The worker's part: claim this tenant's queued evaluation and write its results
+        # (the database is shared with the API's tests, which leave evaluations queued).
         while True:
             with transaction(sessions) as session:
-                ev = session.scalars(select(Evaluation).where(Evaluation.status == "queued")
-                                     .order_by(Evaluation.seq.desc()).limit(1)).first()
+                ev = session.scalars(select(Evaluation).where(
+                    Evaluation.status == "queued", Evaluation.tenant_id == tenant[0])
+                    .order_by(Evaluation.seq.desc()).limit(1)).first()
                 if ev is not None:
                     ev.status = "running"
                     break
