@@ -14,14 +14,13 @@ from sqlalchemy import select
 from paec.data import load_examples
 from paec.train_config import TrainConfig
 from paec.trainer import Trainer
-from store.checkpoints import fetch_checkpoint
 from store.db import transaction
 from store.evaluations import claim_evaluation, fail_evaluation, finish_evaluation
 from store.files import copy_file_to
 from store.model_names import ModelKind, resolve_model_name
 from store.models import Checkpoint, Evaluation
 from store.runs import evaluation_heartbeat
-from worker.runner import Context, Heartbeat, classify
+from worker.runner import Context, Heartbeat, checkpoint_model, classify
 
 log = logging.getLogger("paec.worker")
 
@@ -68,12 +67,8 @@ def _run(ctx: Context, evaluation: Evaluation, workdir: Path) -> str:
             sources.append((name, str(path)))
         ckpt = (session.scalar(select(Checkpoint).where(Checkpoint.id == model.source))
                 if model.kind is ModelKind.CHECKPOINT else None)
-    source = model.source
-    if ckpt is not None:
-        folder = ctx.settings.resolved_worker_dir / "models" / ckpt.id
-        if not (folder / "config.json").is_file():
-            fetch_checkpoint(ctx.storage, ckpt, folder)
-        source = str(folder)
+    source = model.source if ckpt is None else str(checkpoint_model(ctx, ckpt,
+                                                                     evaluation.model))
     s = dict(evaluation.settings)
     results: dict[str, dict[str, float]] = {}
     trainer = None

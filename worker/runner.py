@@ -266,15 +266,8 @@ def prepare(ctx: Context, job: Job, workdir: Path) -> tuple[TrainConfig, Path | 
         resume_ckpt = latest_full_state_checkpoint(session, job.id)
         base_ckpt = (session.scalar(select(Checkpoint).where(Checkpoint.id == model.source))
                      if model.kind is ModelKind.CHECKPOINT else None)
-    source = model.source
-    if base_ckpt is not None:
-        folder = ctx.settings.resolved_worker_dir / "models" / base_ckpt.id
-        if not (folder / "config.json").is_file():
-            fetch_checkpoint(ctx.storage, base_ckpt, folder)
-        if not (folder / "config.json").is_file():
-            raise JobFailure("unsupported_model", f"{job.model} is a LoRA adapter; a "
-                             "fine-tuned LoRA model cannot be the base of a job yet", "model")
-        source = str(folder)
+    source = model.source if base_ckpt is None else str(checkpoint_model(ctx, base_ckpt,
+                                                                          job.model))
     resume: Path | None = None
     if resume_ckpt is not None:
         resume = workdir / "resume" / f"step-{resume_ckpt.step:06d}"
@@ -338,6 +331,18 @@ def finish(ctx: Context, job: Job) -> bool:
 
 class _NotOurs(Exception):
     """The job changed hands (paused, cancelled) before it could be finished."""
+
+
+def checkpoint_model(ctx: Context, checkpoint: Checkpoint, name: str) -> Path:
+    """The local model folder of a checkpoint used as a base model (a job's or an
+    evaluation's), fetched from storage once per worker machine and kept as a cache."""
+    folder = ctx.settings.resolved_worker_dir / "models" / checkpoint.id
+    if not (folder / "config.json").is_file():
+        fetch_checkpoint(ctx.storage, checkpoint, folder)
+    if not (folder / "config.json").is_file():
+        raise JobFailure("unsupported_model", f"{name} is a LoRA adapter; a fine-tuned LoRA "
+                         "model cannot be loaded as a base model yet", "model")
+    return folder
 
 
 def _trained_tokens(session: Session, job: Job) -> int:
