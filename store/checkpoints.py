@@ -68,9 +68,12 @@ def checkpoint_model_name(job: Job, step: int) -> str:
     return f"{fine_tuned_model_name(job)}:ckpt-step-{step}"
 
 
-def checkpoint_key(job_id: str, step: int) -> str:
-    """Where the archive of the job's checkpoint at `step` is stored."""
-    return f"checkpoints/{job_id}/step-{step:06d}.tar"
+def checkpoint_key(job_id: str, step: int, upload: str) -> str:
+    """Where one upload of the archive of the job's checkpoint at `step` is stored. Every
+    upload has its own key (`upload`, a fresh id), so a writer never overwrites an archive
+    that a row already points at: two workers that both believe they hold the job (one of
+    them stale) may both upload step n, and the row keeps the winner's bytes and sha256."""
+    return f"checkpoints/{job_id}/step-{step:06d}-{upload}.tar"
 
 
 def _clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +97,7 @@ def register_checkpoint(session: Session, storage: ArtifactStorage, job: Job, st
         return existing
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
-    key = checkpoint_key(job.id, step)
+    key = checkpoint_key(job.id, step, ids.new_id(""))
     with tempfile.TemporaryDirectory(prefix="paec-ckpt-") as tmp:
         archive = Path(tmp) / "checkpoint.tar"
         size, sha256 = archive_directory(Path(folder), archive)
@@ -113,6 +116,7 @@ def register_checkpoint(session: Session, storage: ArtifactStorage, job: Job, st
         with session.begin_nested():
             session.add(row)
     except IntegrityError:
+        storage.delete(key)  # the other writer's row and archive stand; ours go
         winner = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id,
                                                          Checkpoint.step == step))
         if winner is None:

@@ -83,6 +83,14 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> str | None:
     return status
 
 
+def holds_job(session: Session, job_id: str, worker_id: str) -> bool:
+    """Whether `worker_id` still holds the job (the sweeper has not given it to another
+    worker, and it was not deleted). A worker checks it before writing a step's results or
+    a checkpoint, so that a stale one stops instead of writing over its successor."""
+    return session.scalar(select(Job.id).where(Job.id == job_id,
+                                               Job.worker_id == worker_id)) is not None
+
+
 def record_step(session: Session, job: Job, worker_id: str, step: int,
                 metrics: dict[str, float]) -> None:
     """Per-step metric rows, the step counter and a `metrics` event (RFT-shaped data plus

@@ -127,9 +127,20 @@ class DatabaseCallback(Callback):
         with transaction(self.ctx.sessions) as session:
             return runs.heartbeat(session, self.job.id, self.ctx.worker_id)
 
+    def _holds(self, session: Session) -> bool:
+        """Whether this worker still holds the job; if not, nothing more is written and the
+        next `should_stop` ends the run (the job's new holder writes its own steps)."""
+        if not self.lost and not runs.holds_job(session, self.job.id, self.ctx.worker_id):
+            log.warning("job %s: claim lost; its results are no longer written here",
+                        self.job.id)
+            self.lost = True
+        return not self.lost
+
     def on_step_end(self, step: int, metrics: dict[str, float],
                     traces: list[dict[str, Any]]) -> None:
         with transaction(self.ctx.sessions) as session:
+            if not self._holds(session):
+                return
             runs.record_step(session, self.job, self.ctx.worker_id, step, metrics)
             for i, trace in enumerate(traces):
                 add_event(session, self.job.id, f"Token trace {i} of step {step}",
@@ -148,6 +159,8 @@ class DatabaseCallback(Callback):
 
     def on_checkpoint(self, step: int, path: Path, sidecar: dict[str, Any]) -> None:
         with transaction(self.ctx.sessions) as session:
+            if not self._holds(session):
+                return
             ckpt = register_checkpoint(session, self.ctx.storage, self.job, step, path,
                                        full_state=True,
                                        metrics=dict(sidecar.get("metrics") or {}))
@@ -156,6 +169,8 @@ class DatabaseCallback(Callback):
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         with transaction(self.ctx.sessions) as session:
+            if not self._holds(session):
+                return
             record_metrics(session, self.job.id, step, metrics)
             summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(metrics.items()))
             add_event(session, self.job.id, f"Evaluation at step {step}: {summary}",
@@ -292,7 +307,9 @@ def train(ctx: Context, job: Job, cfg: TrainConfig, resume: Path | None,
                       f"{resume.name.removeprefix('step-').lstrip('0') or '0'}")
     trainer = Trainer(cfg, callbacks=[callback], resume_from=resume)
     result = trainer.train()
-    if result.status == "completed" and not callback.lost and finish(ctx, job):
+    if callback.lost:  # another worker holds the job now and writes its story
+        return "lost (the job was given to another worker)"
+    if result.status == "completed" and finish(ctx, job):
         return "succeeded"
     with transaction(ctx.sessions) as session:
         if result.status == "paused":

@@ -117,6 +117,32 @@ def test_a_row_whose_archive_is_missing_gets_the_archive_again(
     assert storage.size(again.storage_key) == again.size
 
 
+def test_two_writers_of_one_step_keep_the_winner_s_bytes_and_nothing_of_the_loser(
+        sessions: sessionmaker[Session], tmp_path: Path, folder: Path) -> None:
+    # A stale worker and its successor both save step 4: while the stale one uploads, the
+    # successor registers the step with different bytes. The row must keep the successor's
+    # archive and sha256, and the loser's upload must not overwrite it or linger.
+    job = new_job(sessions)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "llama", "other": true}')
+    storage = LocalStorage(tmp_path / "race")
+    winner: list[Checkpoint] = []
+
+    class RacingStorage(LocalStorage):
+        def put_file(self, key: str, source: Path) -> None:
+            if not winner:
+                winner.append(register(sessions, storage, job, 4, other))
+            super().put_file(key, source)
+
+    loser = register(sessions, RacingStorage(tmp_path / "race"), job, 4, folder)
+    assert loser.id == winner[0].id and loser.sha256 == winner[0].sha256
+    archives = list((tmp_path / "race" / "checkpoints").rglob("*.tar"))
+    assert [a.name for a in archives] == [Path(winner[0].storage_key).name]
+    fetched = fetch_checkpoint(storage, loser, tmp_path / "fetched")  # sha256 verified
+    assert (Path(fetched) / "config.json").read_text() == (other / "config.json").read_text()
+
+
 def test_non_finite_metrics_are_dropped_so_the_row_is_valid_json(
         sessions: sessionmaker[Session], storage: LocalStorage, folder: Path) -> None:
     job = new_job(sessions)

@@ -113,3 +113,42 @@ def test_a_running_job_is_finished_with_its_result_file(
         row = session.scalars(select(Job).where(Job.id == job_id)).one()
     assert row.status == "succeeded" and len(row.result_files) == 1
     assert len(list((tmp_path / "artifacts").rglob("*.csv"))) == 1
+
+
+def test_a_worker_that_lost_its_claim_writes_nothing_more_and_stops(
+        sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    from paec.callbacks import StopRequest
+    from store.models import Checkpoint, Event, Metric
+    from worker.runner import DatabaseCallback
+
+    tenant_id, _ = new_tenant_key(sessions)
+    job_id = make_job(sessions, tenant_id)
+    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
+                  storage=LocalStorage(tmp_path / "artifacts"), worker_id="stale")
+    with transaction(sessions) as session:
+        job = runs.claim_job(session, job_id, "stale")
+    assert job is not None
+    callback = DatabaseCallback(ctx, job)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+
+    def written() -> tuple[int, int, int]:
+        with sessions() as session:
+            return tuple(len(session.scalars(select(t).where(t.job_id == job_id)).all())
+                         for t in (Metric, Checkpoint, Event))  # type: ignore[return-value]
+
+    callback.on_step_end(1, {"reward/mean": 0.5}, [])  # held: written
+    callback.on_checkpoint(1, folder, {"metrics": {}})
+    metrics, checkpoints, events = written()
+    assert (metrics, checkpoints) == (1, 1) and callback.should_stop() is None
+
+    # The sweeper gave the job to another worker (its heartbeat looked stale).
+    with transaction(sessions) as session:
+        session.scalars(select(Job).where(Job.id == job_id)).one().worker_id = "successor"
+    callback.on_step_end(2, {"reward/mean": 0.7}, [])
+    callback.on_checkpoint(2, folder, {"metrics": {}})
+    callback.on_eval(2, {"eval/avg@2": 0.5})
+    assert written() == (metrics, checkpoints, events)  # nothing more from the stale worker
+    assert len(list((tmp_path / "artifacts").rglob("*.tar"))) == 1
+    assert callback.lost and callback.should_stop() is StopRequest.CANCEL
