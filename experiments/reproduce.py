@@ -34,24 +34,30 @@ Arms (same seeds, data order, sampling seeds and budget; only the loss differs),
   exactly 0 and has no gradient (`PAECBatch.needs_gradient`), so this arm trains exactly as
   GRPO does, with PAEC's instrumentation: it is GRPO's masked entropy and floor (the report
   checks that its rewards match `grpo`'s for the same seed).
+- `paec_strong` (beyond the issue's arms): PAEC with penalty weight `STRONG_WEIGHT` = 10,
+  to tell "the floor mechanism does not work" from "the default weight is too weak to show
+  it at this scale".
 - `paec_no_mask`: the penalty on all positions: `quantile = 0` with a hard mask. The
   threshold is then the smallest valid score (`quantile_threshold` with "higher"
   interpolation takes the ceil(0 * (n - 1)) + 1 = 1st smallest value) and the hard mask is
   1[s_t >= min s] = 1 at every valid position: every weight is exactly 1 (paec/mask.py). H_bar
   is then the mean top-p entropy of all positions, and the anchor and floor are of that mean.
 
-Seeds: `grpo` and `paec` run seeds 0 and 1 (`--seeds`); the three other arms run the first
-seed only (`--ablation-seeds`), to fit the budget.
+Before the arms, the untrained policy is evaluated on both held-out sets (`run_base`): the
+report's reference row, which says whether 30 steps moved the scores at all.
 
-Time (this machine, 2 cores, no GPU, measured with the defaults on a quiet machine): one
-SmolLM2 step of 4 x 8 samples and 24 tokens takes 14-25 s (`time/step`: about 8 s sampling,
-7-17 s update, depending on how many groups have reward variance); evaluating the final
-policy takes about 4 s per held-out `builtin:add` problem and 3.3 s per hard problem at k = 8,
-so about 150 s per run. 7 runs x (30 steps x ~23 s + ~150 s eval + ~10 s load and save) is
-about 100 minutes, inside the issue's 2 hours with ~20 minutes for the slower steps once
-PAEC's penalty is active (its differentiable top-p entropy). With another process on the
-same cores the same step took 100-125 s: run it alone. The first step of every run prints a
-time estimate for that run and for the runs left.
+Seeds: `grpo`, `paec` and `paec_no_penalty` run seeds 0 and 1 (`--seeds`); the three other
+arms run the first seed only (`--ablation-seeds`), to fit the budget. `paec_no_penalty` is
+GRPO's training with PAEC's instrumentation, the only measurement of GRPO's masked entropy
+and floor, so the floor claim needs it for every seed that `grpo` and `paec` run.
+
+Time (this machine, 2 cores, no GPU, measured on 2026-11-24 on a quiet machine): one
+SmolLM2 step of 4 x 8 samples and 24 tokens took 9-20 s (median 13.5 s: about 4 s
+sampling and 9 s update, the update depending on how many groups have reward variance);
+evaluating a policy on both held-out sets (2 x 21 problems at k = 8) took 75-90 s.
+A run took 7.8-9.2 min, the 9 runs and the untrained reference about 77 minutes, inside the
+issue's 2 hours. With another process on the same cores a step took 50-125 s: run it alone.
+The first step of every run prints a time estimate for that run and for the runs left.
 """
 
 from __future__ import annotations
@@ -78,10 +84,11 @@ ARMS: dict[str, str] = {
     "paec": "PAEC with its defaults",
     "paec_no_penalty": "PAEC's mask and metrics, penalty weight 0 (trains as GRPO)",
     "paec_no_mask": "PAEC's penalty on all positions (quantile 0, hard mask: every weight 1)",
+    "paec_strong": "PAEC with a 10x penalty weight (beta = 10), beyond the issue's arms",
 }
 """The arms of the experiment, in report order."""
 
-MAIN_ARMS = ("grpo", "paec")
+MAIN_ARMS = ("grpo", "paec", "paec_no_penalty")
 """Arms that run every seed of `--seeds`; the others run the first `--ablation-seeds`."""
 
 ENTROPY_COEF = 0.01
@@ -91,8 +98,14 @@ advantages of order 1. At this budget (30 steps at lr 2e-6) 1e-3 would be indist
 from GRPO, so we take the upper end, which moves entropy visibly without dominating the
 policy gradient. [ours]"""
 
+STRONG_WEIGHT = 10.0
+"""penalty_weight of `paec_strong`. With the default weight 1 and shortfalls of ~0.1 nats the
+penalty's gradient, 2 beta (H_low - H_bar) dH_bar, is ~0.2 dH_bar, small next to the policy
+gradient (advantages of order 1), and the first full run showed it acting rarely and weakly.
+This arm asks whether the floor holds when the penalty is strong enough to matter. [ours]"""
+
 DEFAULT_STEPS = 30
-"""Steps per run: 7 runs x 30 steps fit the issue's 2-hour budget on this CPU (see the module
+"""Steps per run: 9 runs x 30 steps fit the issue's 2-hour budget on this CPU (see the module
 docstring); the anchor takes the first 4, so the floor is live for 26."""
 
 SPLIT_SEED = 0
@@ -277,6 +290,8 @@ def arm_config(arm: str, base: TrainConfig) -> TrainConfig:
         return replace(base, use_paec=True)
     if arm == "paec_no_penalty":
         return replace(base, use_paec=True, paec=replace(base.paec, penalty_weight=0.0))
+    if arm == "paec_strong":
+        return replace(base, use_paec=True, paec=replace(base.paec, penalty_weight=STRONG_WEIGHT))
     if arm == "paec_no_mask":
         return replace(base, use_paec=True,
                        paec=replace(base.paec, quantile=0.0, mask_mode=MaskMode.HARD))
@@ -312,6 +327,53 @@ def run_path(out: Path, arm: str, seed: int) -> Path:
     return out / "runs" / f"{arm}-seed{seed}.json"
 
 
+BASE = "base"
+"""The record of the untrained policy's held-out scores (`run_base`)."""
+
+
+def _load_record(path: Path, config: Any, label: str) -> dict[str, Any] | None:
+    """The record at `path` if one was made with `config`; None if there is none."""
+    if not path.exists():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text())
+    if record.get("config") != config:
+        raise SystemExit(f"{path} was made with other settings: delete it or use --out")
+    print(f"[{label}] done already, skipped ({path})", flush=True)
+    return record
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)  # atomic: an interrupted run leaves no record, so it reruns
+
+
+def run_base(s: Settings, train_file: Path, heldout: list[Example],
+             hard: list[Example]) -> dict[str, Any]:
+    """The untrained policy on both held-out sets, with the first seed's evaluation sampling
+    seed (every arm's first seed samples its evaluation with the same seed): the reference
+    that says whether training moved the scores at all."""
+    seed = s.seeds[0]
+    path = run_path(s.out, BASE, seed)
+    cfg = replace(base_config(s, seed, train_file, s.out / "ckpt" / BASE), use_paec=False)
+    config = plain(cfg.to_dict())
+    record = _load_record(path, config, f"{BASE} seed {seed}")
+    if record is not None:
+        return record
+    from paec.trainer import Trainer
+
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg)
+    evals = {"heldout": trainer.evaluate(heldout), "hard": trainer.evaluate(hard)}
+    record = {"arm": BASE, "seed": seed, "config": config, "evals": evals,
+              "eval_sizes": {"heldout": len(heldout), "hard": len(hard)},
+              "eval_time_s": time.perf_counter() - t0}
+    _write_record(path, record)
+    print(f"[{BASE}] held-out {evals['heldout']}, hard {evals['hard']}", flush=True)
+    return record
+
+
 def plain(value: Any) -> Any:
     """JSON round trip, so a stored config compares equal to a fresh one."""
     return json.loads(json.dumps(value))
@@ -324,13 +386,10 @@ def run_one(s: Settings, arm: str, seed: int, train_file: Path, heldout: list[Ex
     path = run_path(s.out, arm, seed)
     cfg = arm_config(arm, base_config(s, seed, train_file, s.out / "ckpt" / f"{arm}-seed{seed}"))
     config = plain(cfg.to_dict())
-    if path.exists():
-        record: dict[str, Any] = json.loads(path.read_text())
-        if record.get("config") != config:
-            raise SystemExit(f"{path} was made with other settings: delete it or use --out")
-        print(f"[{arm} seed {seed}] done already, skipped ({path})", flush=True)
-        return record
     label = f"{arm} seed {seed}"
+    done = _load_record(path, config, label)
+    if done is not None:
+        return done
     recorder = StepRecorder(label, s.steps, runs_left, eval_s)
     from paec.trainer import Trainer  # torch and transformers load only when a run is due
 
@@ -346,10 +405,7 @@ def run_one(s: Settings, arm: str, seed: int, train_file: Path, heldout: list[Ex
               "steps": plain(recorder.history), "evals": evals,
               "eval_sizes": {"heldout": len(heldout), "hard": len(hard)},
               "wall_time_s": t2 - t0, "train_time_s": t1 - t0, "eval_time_s": t2 - t1}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)  # atomic: an interrupted run leaves no record, so it reruns
+    _write_record(path, record)
     print(f"[{label}] held-out {evals['heldout']}, hard {evals['hard']}, "
           f"{(t2 - t0) / 60:.1f} min", flush=True)
     return record
@@ -367,15 +423,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(plan)} runs x {s.steps} steps: {', '.join(f'{a}/{x}' for a, x in plan)}; "
           f"{len(train)} training, {len(heldout)} held-out and {len(hard)} hard problems",
           flush=True)
+    base = run_base(s, train_file, heldout, hard)
     records = []
-    eval_s: float | None = None
+    eval_s: float | None = float(base["eval_time_s"])
     for i, (arm, seed) in enumerate(plan):
         record = run_one(s, arm, seed, train_file, heldout, hard, len(plan) - i, eval_s)
         eval_s = float(record.get("eval_time_s", 0.0)) or eval_s
         records.append(record)
     from experiments.report import write_report  # matplotlib only once the runs are done
 
-    write_report(records, s.report, s.plots)
+    write_report(records, s.report, s.plots, base=base)
     print(f"wrote {s.report} and plots in {s.plots}", flush=True)
     return 0
 

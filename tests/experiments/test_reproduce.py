@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from experiments.reproduce import ARMS, main, run_path
+from experiments.reproduce import ARMS, BASE, main, run_path
 from paec.models import tiny_model
 
 PAEC_ONLY = ("entropy/masked", "entropy/top_p", "paec/penalty", "paec/mask_mean")
@@ -60,6 +60,7 @@ def test_the_arms_differ_as_designed(smoke: tuple[Path, list[str], float]) -> No
     configs = {arm: record(arm)["config"] for arm in ARMS}
     assert configs["grpo_entropy"]["loss"]["entropy_coef"] > 0  # type: ignore[index]
     assert configs["paec_no_penalty"]["paec"]["penalty_weight"] == 0  # type: ignore[index]
+    assert configs["paec_strong"]["paec"]["penalty_weight"] == 10  # type: ignore[index]
     # Without the mask every weight is exactly 1 (quantile 0, hard mask).
     steps = record("paec_no_mask")["steps"]
     assert all(s["paec/mask_mean"] == 1.0 for s in steps)  # type: ignore[attr-defined]
@@ -73,11 +74,19 @@ def test_report_and_plots_are_written_to_out(smoke: tuple[Path, list[str], float
     report = (out / "results.md").read_text()
     for arm in ARMS:
         assert any(line.startswith(f"| {arm} |") for line in report.splitlines()), arm
-    assert "## Claims checked" in report and "**Verdict:**" in report
+    base = json.loads(run_path(out, BASE, 0).read_text())  # the untrained reference
+    assert set(base["evals"]["heldout"]) >= {"eval/avg@2", "eval/pass@2", "eval/maj@2"}
+    assert any(line.startswith("| untrained (step 0) | 0 |") for line in report.splitlines())
+    assert "Reference: the untrained policy's maj@2" in report
+    assert "## Claims checked" in report and "**Verdict (paec, penalty weight 1):**" in report
+    assert "**Verdict (paec_strong, penalty weight 10):**" in report
     pngs = sorted((out / "results").glob("*.png"))
     assert {p.stem for p in pngs} == {"entropy", "entropy_top_p", "entropy_masked", "penalty",
                                       "reward", "length"}
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 1000 for p in pngs)
+    data = json.loads((out / "results" / "records.json").read_text())  # the report's data
+    assert sorted(r["arm"] for r in data["runs"]) == sorted(ARMS)
+    assert data["untrained"]["arm"] == BASE
 
 
 @pytest.mark.slow
@@ -89,6 +98,6 @@ def test_a_second_invocation_skips_finished_runs(smoke: tuple[Path, list[str], f
     t0 = time.perf_counter()
     assert main(argv) == 0
     again = time.perf_counter() - t0
-    assert capsys.readouterr().out.count("done already, skipped") == len(ARMS)
+    assert capsys.readouterr().out.count("done already, skipped") == len(ARMS) + 1  # + base
     assert {arm: run_path(out, arm, 0).stat().st_mtime_ns for arm in ARMS} == before
     assert again < first
