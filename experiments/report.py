@@ -157,14 +157,13 @@ def entropy_table(arms: dict[str, list[Record]]) -> list[str]:
               "masked min", "floor", "steps below floor", "penalty final"]
     rows = []
     for arm, rs in arms.items():
-        below = [sum(h < f for h, f in active_pairs(r)) for r in rs]
-        active = [len(active_pairs(r)) for r in rs]
+        below, active = floor_summary(rs)
         rows.append([
             arm, stat(rs, lambda r: first(r, "entropy")), stat(rs, lambda r: final(r, "entropy")),
             stat(rs, lambda r: final(r, "entropy/top_p")),
             stat(rs, lambda r: final(r, "entropy/masked")), stat(rs, min_masked),
             stat(rs, floor_of),
-            "—" if not any(active) else f"{sum(below)}/{sum(active)}",
+            "—" if not active else f"{below}/{active}",
             stat(rs, lambda r: final(r, "paec/penalty"))])
     return table(header, rows)
 

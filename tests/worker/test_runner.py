@@ -75,18 +75,26 @@ def test_transient_failures_are_retried_with_backoff_then_given_up(
     assert "gave up after 2 retries" in row.error["message"]
 
 
+def claimed(sessions: sessionmaker[Session], tmp_path: Path,
+            worker_id: str = "w") -> tuple[str, Context, Job]:
+    """A new tenant's job, claimed by `worker_id`: (tenant id, the worker's context, job)."""
+    tenant_id, _ = new_tenant_key(sessions)
+    job_id = make_job(sessions, tenant_id)
+    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
+                  storage=LocalStorage(tmp_path / "artifacts"), worker_id=worker_id)
+    with transaction(sessions) as session:
+        job = runs.claim_job(session, job_id, worker_id)
+    assert job is not None
+    return tenant_id, ctx, job
+
+
 def test_a_job_paused_during_its_final_save_is_not_finished_and_leaves_no_result_file(
         sessions: sessionmaker[Session], tmp_path: Path) -> None:
     from store.models import File
     from worker.runner import finish
 
-    tenant_id, _ = new_tenant_key(sessions)
-    job_id = make_job(sessions, tenant_id)
-    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
-                  storage=LocalStorage(tmp_path / "artifacts"), worker_id="w")
-    with transaction(sessions) as session:
-        job = runs.claim_job(session, job_id, "w")
-    assert job is not None
+    tenant_id, ctx, job = claimed(sessions, tmp_path)
+    job_id = job.id
     with transaction(sessions) as session:  # the user pauses while the trainer saves
         session.scalars(select(Job).where(Job.id == job_id)).one().status = "paused"
     assert finish(ctx, job) is False
@@ -102,15 +110,10 @@ def test_a_running_job_is_finished_with_its_result_file(
         sessions: sessionmaker[Session], tmp_path: Path) -> None:
     from worker.runner import finish
 
-    tenant_id, _ = new_tenant_key(sessions)
-    job_id = make_job(sessions, tenant_id)
-    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
-                  storage=LocalStorage(tmp_path / "artifacts"), worker_id="w")
-    with transaction(sessions) as session:
-        job = runs.claim_job(session, job_id, "w")
-    assert job is not None and finish(ctx, job) is True
+    _, ctx, job = claimed(sessions, tmp_path)
+    assert finish(ctx, job) is True
     with sessions() as session:
-        row = session.scalars(select(Job).where(Job.id == job_id)).one()
+        row = session.scalars(select(Job).where(Job.id == job.id)).one()
     assert row.status == "succeeded" and len(row.result_files) == 1
     assert len(list((tmp_path / "artifacts").rglob("*.csv"))) == 1
 
@@ -121,13 +124,8 @@ def test_a_worker_that_lost_its_claim_writes_nothing_more_and_stops(
     from store.models import Checkpoint, Event, Metric
     from worker.runner import DatabaseCallback
 
-    tenant_id, _ = new_tenant_key(sessions)
-    job_id = make_job(sessions, tenant_id)
-    ctx = Context(settings=Settings(data_dir=tmp_path), sessions=sessions,
-                  storage=LocalStorage(tmp_path / "artifacts"), worker_id="stale")
-    with transaction(sessions) as session:
-        job = runs.claim_job(session, job_id, "stale")
-    assert job is not None
+    _, ctx, job = claimed(sessions, tmp_path, "stale")
+    job_id = job.id
     callback = DatabaseCallback(ctx, job)
     folder = tmp_path / "ckpt"
     folder.mkdir()
