@@ -59,6 +59,17 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+@contextlib.contextmanager
+def migrated_sessions(prefix: str = "paec_t") -> Iterator[sessionmaker[Session]]:
+    """Sessions on a new database of its own, built by the migrations (dropped afterwards):
+    for a test module whose checks count rows that other modules' tests would add."""
+    with fresh_postgres(prefix) as url:
+        migrate(url)
+        engine = make_engine(url)
+        yield make_sessionmaker(engine)
+        engine.dispose()
+
+
 class ThreadedServer:
     """uvicorn serving `app` on a free loopback port from a background thread."""
 

@@ -20,21 +20,18 @@ from store.checkpoints import (
     latest_full_state_checkpoint,
     register_checkpoint,
 )
-from store.db import make_engine, make_sessionmaker, transaction
+from store.db import transaction
 from store.model_names import ModelKind, resolve_model_name
 from store.models import Checkpoint, Job
 from store.settings import Settings
 from store.storage import LocalStorage
-from tests.service import fresh_postgres, make_job, migrate, new_tenant_key
+from tests.service import make_job, migrated_sessions, new_tenant_key
 
 
 @pytest.fixture(scope="module")
 def sessions() -> Iterator[sessionmaker[Session]]:
-    with fresh_postgres() as url:
-        migrate(url)
-        engine = make_engine(url)
-        yield make_sessionmaker(engine)
-        engine.dispose()
+    with migrated_sessions() as made:
+        yield made
 
 
 @pytest.fixture

@@ -12,18 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import runs
-from store.db import make_engine, make_sessionmaker, transaction, utcnow
+from store.db import transaction, utcnow
 from store.models import Event, Job, Metric
-from tests.service import fresh_postgres, make_job, migrate, new_tenant_key
+from tests.service import make_job, migrated_sessions, new_tenant_key
 
 
 @pytest.fixture(scope="module")
 def sessions() -> Iterator[sessionmaker[Session]]:
-    with fresh_postgres("paec_runs") as url:
-        migrate(url)
-        engine = make_engine(url)
-        yield make_sessionmaker(engine)
-        engine.dispose()
+    with migrated_sessions("paec_runs") as made:
+        yield made
 
 
 @pytest.fixture

@@ -14,21 +14,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from paec.data import DatasetError, RowError
 from paec.grader_errors import GraderError
 from store import runs
-from store.db import make_engine, make_sessionmaker, transaction
+from store.db import transaction
 from store.models import Job
 from store.settings import Settings
 from store.storage import LocalStorage
-from tests.service import fresh_postgres, make_job, migrate, new_tenant_key
+from tests.service import make_job, migrated_sessions, new_tenant_key
 from worker.runner import Context, JobFailure, TransientFailure, classify, record_failure
 
 
 @pytest.fixture(scope="module")
 def sessions() -> Iterator[sessionmaker[Session]]:
-    with fresh_postgres("paec_runner") as url:
-        migrate(url)
-        engine = make_engine(url)
-        yield make_sessionmaker(engine)
-        engine.dispose()
+    with migrated_sessions("paec_runner") as made:
+        yield made
 
 
 @pytest.mark.parametrize(("error", "code", "param"), [
