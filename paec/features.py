@@ -32,6 +32,17 @@ from torch import Tensor
 _BLOCK = 64  # vocabulary block for the block-maxima top-k; 64 floats = one 256-byte run
 _FALLBACK_K_FACTOR = 16  # top-p search tiers: k, then 16k (up to 1024), then a histogram
 _DENSE_NUCLEUS = 1024  # differentiable H^p: nuclei larger than this use a mask, not a top-k
+_MASK_SLACK = 64  # ... where the mask z >= boundary holds |N| tokens, give or take |N| / 64
+
+
+def mask_is_nucleus(count: Tensor, size: Tensor) -> Tensor:
+    """Whether the mask z >= boundary, holding `count` tokens (c,), stands for a nucleus of
+    `size` (c,) in the differentiable H^p: a large nucleus (> 1024) and a count within
+    |N| / 64 of it. The update's forward pass rounds the logits a little differently from
+    the sampler's, and bf16 logits tie, so the count at the boundary can be off by a few
+    tokens, each with about 1 / |N| of the nucleus's mass; a tie block larger than the slack
+    (e.g. an exactly uniform row) goes to the exact top-k instead."""
+    return (size > _DENSE_NUCLEUS) & ((count - size).abs() * _MASK_SLACK <= size)
 _HIST_BINS = 4096  # value bins of the histogram search for the nucleus boundary (flat rows)
 _HIST_RANGE = 40.0  # nats below the row maximum that the bins cover (exp(-40) ~ 4e-18)
 _HIST_MAX_CANDIDATES = 2048  # boundary bins holding more tokens than this (ties) are sorted
@@ -77,10 +88,49 @@ def default_chunk_size(device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 32
 
 
+class Workspace:
+    """Work buffers of the chunked passes, kept from one call to the next. On the CPU,
+    allocating a fresh (C, V) buffer means first-touch page faults that cost more than the
+    arithmetic on it, and the sampler calls the feature pass at every decoding step: it
+    keeps one `Workspace` for all of them. Not shared between threads."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def buffer(self, name: str, rows: int, vocab: int, dtype: torch.dtype,
+               device: torch.device) -> Tensor:
+        """A (rows, vocab) buffer `name`, contiguous, contents undefined."""
+        buf = self._buffers.get(name)
+        if (buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.dtype != dtype
+                or buf.device != device):
+            buf = torch.empty(rows, vocab, dtype=dtype, device=device)  # (R, V)
+            self._buffers[name] = buf
+        return buf[:rows]
+
+
+class _Work:
+    """The buffers of one chunk (c, V): z - max and exp(z - max) always, the histogram's
+    float64 masses, bin indices, a float32 scratch row and a flag row on demand."""
+
+    def __init__(self, space: Workspace, rows: int, vocab: int, device: torch.device) -> None:
+        self.space, self.rows, self.vocab, self.device = space, rows, vocab, device
+        self.shifted = self.get("shifted", torch.float32)  # (c, V)
+        self.expd = self.get("expd", torch.float32)  # (c, V)
+
+    def get(self, name: str, dtype: torch.dtype) -> Tensor:
+        return self.space.buffer(name, self.rows, self.vocab, dtype, self.device)
+
+    def narrow(self, rows: int) -> _Work:
+        """The same buffers, for the first `rows` rows (the last, shorter chunk)."""
+        return _Work(self.space, rows, self.vocab, self.device)
+
+
 def token_features(
-    logits: Tensor, top_p: float = 0.9, *, top_k: int = 64, chunk_size: int | None = None
+    logits: Tensor, top_p: float = 0.9, *, top_k: int = 64, chunk_size: int | None = None,
+    workspace: Workspace | None = None,
 ) -> TokenFeatures:
     """All detached features of `logits` (N, V) in one chunked pass, computed in float32.
+    `workspace` keeps the work buffers for the next call.
 
     Logits must be finite or -inf (masked tokens); each row needs at least one finite value.
     """
@@ -95,7 +145,7 @@ def token_features(
     out_gap = torch.empty(n_rows, device=device)  # (N,)
     out_min = torch.empty(n_rows, device=device)  # (N,)
     with torch.no_grad():
-        for start, z, work in _chunks(logits, chunk_size):
+        for start, z, work in _chunks(logits, chunk_size, workspace):
             c = z.shape[0]
             vals, _ = _topk(z, min(top_k, vocab))  # (c, k) descending
             h, log_s = _entropy_rows(z, vals[:, :1], work)  # (c,), (c,) f64
@@ -109,13 +159,14 @@ def token_features(
     return TokenFeatures(out_h, out_hp, out_n, out_gap, out_min)
 
 
-def token_entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
+def token_entropy(logits: Tensor, *, chunk_size: int | None = None,
+                  workspace: Workspace | None = None) -> Tensor:
     """Only the detached full entropy of `logits` (N, V) -> (N,), float32: the pass that
     `token_features` builds on, for runs that need no top-p statistics."""
     _check_logits(logits)
     out = torch.empty(logits.shape[0], device=logits.device)  # (N,)
     with torch.no_grad():
-        for start, z, work in _chunks(logits, chunk_size):
+        for start, z, work in _chunks(logits, chunk_size, workspace):
             out[start:start + z.shape[0]] = _entropy_rows(z, z.amax(-1, keepdim=True), work)[0]
     return out
 
@@ -125,40 +176,42 @@ def _check_logits(logits: Tensor) -> None:
         raise ValueError(f"logits must be (N, V) with V >= 2, got shape {tuple(logits.shape)}")
 
 
-def _chunks(logits: Tensor, chunk_size: int | None
-            ) -> Iterator[tuple[int, Tensor, tuple[Tensor, Tensor]]]:
-    """(start, float32 rows (c, V), work buffers) for each chunk of rows. The two work
-    buffers are reused: allocating ~20 MB per chunk costs more than the math on it."""
+def _chunks(logits: Tensor, chunk_size: int | None, workspace: Workspace | None
+            ) -> Iterator[tuple[int, Tensor, _Work]]:
+    """(start, float32 rows (c, V), work buffers) for each chunk of rows. The work buffers
+    are reused: allocating ~20 MB per chunk costs more than the math on it."""
     n_rows, vocab = logits.shape
     chunk = chunk_size or default_chunk_size(logits.device)
-    shifted = torch.empty(min(chunk, n_rows), vocab, device=logits.device)  # (C, V)
-    expd = torch.empty_like(shifted)  # (C, V)
+    work = _Work(workspace or Workspace(), min(chunk, n_rows), vocab, logits.device)
     for start in range(0, n_rows, chunk):
         z = logits[start:start + chunk]  # (c, V)
         if z.dtype != torch.float32:
             z = z.float()  # (c, V) bf16 / fp16 logits: all arithmetic in float32
-        yield start, z, (shifted[:z.shape[0]], expd[:z.shape[0]])
+        yield start, z, work if z.shape[0] == work.rows else work.narrow(z.shape[0])
 
 
-def _entropy_rows(z: Tensor, row_max: Tensor, work: tuple[Tensor, Tensor]
-                  ) -> tuple[Tensor, Tensor]:
+def _entropy_rows(z: Tensor, row_max: Tensor, work: _Work) -> tuple[Tensor, Tensor]:
     """Full entropy (c,) and log sum exp(z - max) (c,) in float64, of rows `z` (c, V) whose
-    maxima are `row_max` (c, 1): one exp pass and one dot product."""
-    z_sh = torch.sub(z, row_max, out=work[0])  # (c, V) z - max, <= 0
-    e = torch.exp(z_sh, out=work[1])  # (c, V) exp(z - max) in (0, 1]
-    s = e.sum(-1, dtype=torch.float64)  # (c,) f64: the nucleus boundary depends on it
+    maxima are `row_max` (c, 1): one exp pass and one dot product. Leaves z - max, e =
+    exp(z - max), e in float64 and e (z - max) (0 at -inf logits) in `work`'s buffers
+    (`shifted`, `expd`, `e64`, `ez`), for the histogram search to reuse."""
+    z_sh = torch.sub(z, row_max, out=work.shifted)  # (c, V) z - max, <= 0
+    e = torch.exp(z_sh, out=work.expd)  # (c, V) exp(z - max) in (0, 1]
+    # f64: the nucleus boundary depends on it. Through reused buffers: sum(dtype=f64) or a
+    # dot product would allocate (and page-fault) a (c, V) temporary at every call.
+    s = work.get("e64", torch.float64).copy_(e).sum(-1)  # (c,)
+    ez = torch.mul(e, z_sh, out=work.get("ez", e.dtype))  # (c, V) NaN at -inf (0 * -inf)
     # H = log s - sum_v e_v (z_v - max) / s: every term is small, so fp32 keeps digits.
-    ez = torch.linalg.vecdot(e, z_sh)  # (c,)  NaN where a logit is -inf (0 * -inf)
-    bad = ez.isnan()  # (c,)
-    if bad.any():
-        eb, zb = e[bad], z_sh[bad]  # (b, V)
-        ez[bad] = torch.where(eb > 0, eb * zb, 0.0).sum(-1)
+    ez_sum = ez.sum(-1)  # (c,)
+    if bool(ez_sum.isnan().any()):
+        ez.nan_to_num_(nan=0.0)  # a -inf logit has no mass: it adds nothing
+        ez_sum = ez.sum(-1)  # (c,)
     log_s = s.log()  # (c,)
-    return (log_s - ez / s).float(), log_s
+    return (log_s - ez_sum / s).float(), log_s
 
 
 def _top_p_rows(z: Tensor, vals: Tensor, log_s: Tensor, p: float,
-                work: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+                work: _Work) -> tuple[Tensor, Tensor, Tensor]:
     """H^p, |N| and the logit of the last nucleus token, of rows `z` (c, V) given their
     descending top-k `vals` (c, k), log sum exp(z - max) `log_s` (c,) f64 and the work
     buffers z - max, exp(z - max) (c, V) each. Exact from the top-k where its mass reaches p;
@@ -185,19 +238,23 @@ def _top_p_rows(z: Tensor, vals: Tensor, log_s: Tensor, p: float,
             covered[rows_now] = cov_r
             rows = rows[~covered[rows]]
     if rows.numel() == z.shape[0]:  # every row open (a flat chunk): no copies
-        hp, n, last = _histogram_nucleus(z, vals[:, :1], work[0], work[1], log_s, p)
+        hp, n, last = _histogram_nucleus(z, vals[:, :1], work.shifted,
+                                         work.get("e64", torch.float64),
+                                         work.get("ez", z.dtype), log_s, p, work)
     elif rows.numel() > 0:
-        hp_r, n_r, last_r = _histogram_nucleus(z[rows], vals[rows, :1], work[0][rows],
-                                               work[1][rows], log_s[rows], p)
+        hp_r, n_r, last_r = _histogram_nucleus(
+            z[rows], vals[rows, :1], work.shifted[rows], work.get("e64", torch.float64)[rows],
+            work.get("ez", z.dtype)[rows], log_s[rows], p, work.narrow(rows.numel()))
         hp[rows], n[rows], last[rows] = hp_r, n_r, last_r
     return hp, n, last
 
 
-def _histogram_nucleus(z: Tensor, row_max: Tensor, z_sh: Tensor, e: Tensor, log_s: Tensor,
-                       p: float) -> tuple[Tensor, Tensor, Tensor]:
+def _histogram_nucleus(z: Tensor, row_max: Tensor, z_sh: Tensor, e64: Tensor, ez: Tensor,
+                       log_s: Tensor, p: float, work: _Work) -> tuple[Tensor, Tensor, Tensor]:
     """The nucleus of rows `z` (r, V) without a sort, for flat rows whose nucleus is large:
     H^p (r,), |N| (r,) and the last nucleus logit (r,), from the row maxima `row_max` (r, 1),
-    z - max `z_sh` and e = exp(z - max) (r, V) and log sum e `log_s` (r,) f64.
+    z - max `z_sh`, e = exp(z - max) in float64 `e64` and e (z - max) `ez` (0 at -inf
+    logits) (r, V), log sum e `log_s` (r,) f64, and `work`'s spare buffers (r rows).
 
     The values z - max in [lo, 0] (lo = the row minimum, at most 40 nats down; lower ones
     join the lowest bin) fall in 4096 equal bins, a monotone map, so a bin's tokens all
@@ -207,49 +264,57 @@ def _histogram_nucleus(z: Tensor, row_max: Tensor, z_sh: Tensor, e: Tensor, log_
     of their count) to apply the rule "in while the mass ahead is below p" one token at a
     time, exactly as a full sort would. H^p = log S_N - sum_N e (z - max) / S_N with
     S_N = sum_N e, from the same bin sums. A boundary bin of more than 2048 tokens (many
-    exact ties) falls back to a sort."""
-    r = z.shape[0]
+    exact ties) falls back to a sort.
+
+    Cost: three scatter-adds (masses, sums of e (z - max), counts) and a few passes over
+    the rows, all into reused buffers."""
+    r, vocab = z.shape
     nb = _HIST_BINS
+    f64 = torch.float64
     lo = z_sh.amin(-1, keepdim=True).clamp_min(-_HIST_RANGE)  # (r, 1) -inf -> -40
     scale = nb / (-lo).clamp_min(1e-30)  # (r, 1) all-tied rows: one bin
-    pos = torch.sub(z_sh, lo).mul_(scale).clamp_(0, nb - 1)  # (r, V) monotone in z
-    idx = pos.to(torch.int64)  # (r, V) bin of each token
-    ez = e * z_sh  # (r, V) NaN where z = -inf (0 * -inf): such tokens carry nothing
-    ez = torch.where(e > 0, ez, 0.0) if bool((z_sh == -torch.inf).any()) else ez
-    f64 = torch.float64
+    scratch = work.get("scratch", z.dtype)  # (r, V)
+    # Bin 0 holds the largest values: cumulative sums then run from the top, no flips.
+    pos = torch.mul(z_sh, -scale, out=scratch).clamp_(0, nb - 1)  # (r, V) decreasing in z
+    idx = work.get("bin", torch.int64).copy_(pos)  # (r, V) bin of each token (truncation)
     # Masses in f64: the boundary depends on them. The sums of e (z - max) only enter H^p.
-    mass = torch.zeros(r, nb, dtype=f64, device=z.device).scatter_add_(1, idx, e.to(f64))
-    mass_ez = torch.zeros(r, nb, dtype=e.dtype, device=z.device).scatter_add_(
+    mass = torch.zeros(r, nb, dtype=f64, device=z.device).scatter_add_(1, idx, e64)  # (r, nb)
+    mass_ez = torch.zeros(r, nb, dtype=ez.dtype, device=z.device).scatter_add_(
         1, idx, ez).to(f64)  # (r, nb)
-    cum = mass.flip(-1).cumsum(-1)  # (r, nb) mass of the bins from the top down
+    count = torch.zeros(r, nb, dtype=ez.dtype, device=z.device).scatter_add_(
+        1, idx, torch.ones(1, 1, dtype=ez.dtype, device=z.device).expand(r, vocab))  # (r, nb)
+    cum = mass.cumsum(-1)  # (r, nb) mass of the bins from the top down
     s = log_s.exp()  # (r,) sum e
     target = torch.minimum(p * s, cum[:, -1])  # (r,) p = 1: every token with mass
     b_desc = (cum >= target[:, None]).to(torch.uint8).argmax(-1)  # (r,) first bin reaching it
-    b = (nb - 1 - b_desc)[:, None]  # (r, 1) the boundary bin, ascending index
-    # Mass and sum e (z - max) of the bins above the boundary bin (0 when it is the top one).
+    b = b_desc[:, None]  # (r, 1) the boundary bin
+    # Mass, sum e (z - max) and count of the bins above the boundary bin (0 when it is the
+    # top one).
     prev = (b_desc - 1).clamp_min(0)[:, None]  # (r, 1)
     top_bin = b_desc == 0  # (r,)
     mass_above = cum.gather(1, prev).squeeze(1).masked_fill(top_bin, 0.0)  # (r,)
-    ez_above = (mass_ez.flip(-1).cumsum(-1).gather(1, prev).squeeze(1)
-                .masked_fill(top_bin, 0.0))  # (r,)
-    in_bin = idx == b  # (r, V)
-    n_above = (idx > b).sum(-1)  # (r,)
-    n_bin = in_bin.sum(-1)  # (r,)
-    k = int(n_bin.max())
+    ez_above = mass_ez.cumsum(-1).gather(1, prev).squeeze(1).masked_fill(top_bin, 0.0)  # (r,)
+    count_cum = count.cumsum(-1)  # (r, nb) exact: integers below 2^24
+    n_above = count_cum.gather(1, prev).squeeze(1).masked_fill(top_bin, 0.0).long()  # (r,)
+    n_bin = count.gather(1, b).squeeze(1).long()  # (r,)
     hp = torch.zeros(r, dtype=f64, device=z.device)  # (r,)
     n = torch.zeros(r, dtype=torch.long, device=z.device)  # (r,)
     last = torch.zeros(r, dtype=z.dtype, device=z.device)  # (r,)
     ties = n_bin > _HIST_MAX_CANDIDATES  # (r,) rows whose boundary bin is too crowded
-    if bool(ties.any()):
+    any_ties = bool(ties.any())
+    if any_ties:
         top = z[ties].sort(dim=-1, descending=True).values  # (t, V)
         lse = top[:, :1].double() + log_s[ties, None]  # (t, 1)
         hp[ties], n[ties], _, _, _ = _nucleus(top.double() - lse, p, complete=True)
         last[ties] = top.gather(1, (n[ties] - 1)[:, None]).squeeze(1)
-        k = int(n_bin[~ties].max()) if bool((~ties).any()) else 0
     rows = (~ties).nonzero().squeeze(1)  # (r',)
     if rows.numel() == 0:
         return hp, n, last
-    cand = _topk(z[rows].masked_fill(~in_bin[rows], -torch.inf), k)[0]  # (r', k) descending
+    k = int(n_bin[rows].max())
+    # The boundary bin's tokens, everything else -inf: their top-k is their sorted order.
+    outside = torch.ne(idx, b, out=work.get("flag", torch.bool))  # (r, V)
+    in_bin = scratch.copy_(z).masked_fill_(outside, -torch.inf)  # (r, V)
+    cand = _topk(in_bin if not any_ties else in_bin[rows], k)[0]  # (r', k) descending
     c_sh = cand - row_max[rows]  # (r', k) z - max, the same op as z_sh's
     c_e = c_sh.exp().to(f64)  # (r', k) 0 for the padding (-inf)
     cum_in = c_e.cumsum(-1)  # (r', k)
@@ -347,8 +412,9 @@ class _TopPEntropy(torch.autograd.Function):
 
     Small nuclei are gathered with a top-k of their size. Large ones (flat rows) would make
     that top-k a near-sort, so when the boundary logit is known the nucleus is the mask
-    z >= boundary, used where it holds exactly |N| tokens (a tie at the boundary falls back
-    to the top-k), and recomputed in the backward pass instead of being stored. On the mask,
+    z >= boundary, used where it holds |N| tokens give or take the rounding of the logits
+    (`mask_is_nucleus`; a larger tie block falls back to the top-k), and recomputed in the
+    backward pass instead of being stored. On the mask,
     with a = z - max and e = exp(a) inside (0 outside), S = sum e:
 
         H^p = log S - sum e a / S,    dH^p/dz = -(e / S) (a - log S + H^p)
@@ -370,7 +436,7 @@ class _TopPEntropy(torch.autograd.Function):
             if min_logit is not None and int(n.max()) > _DENSE_NUCLEUS:
                 bound = min_logit[start:start + chunk].to(dtype)[:, None]  # (c, 1)
                 inside = _at_least(z, bound)  # (c, V) 1.0 / 0.0
-                by_mask = (inside.sum(-1) == n) & (n > _DENSE_NUCLEUS)  # (c,)
+                by_mask = mask_is_nucleus(inside.sum(-1), n)  # (c,)
                 every = bool(by_mask.all())
                 if every or bool(by_mask.any()):
                     zd = z if every else z[by_mask]  # (d, V)

@@ -2,9 +2,9 @@
 
 A `RolloutBatch` holds B = P * G sequences: the left-padded prompts (width L_p) followed by
 the completions (width T). A completion is valid up to and including its first EOS.
-`sequence_logits` runs the model over the whole sequences and returns the logits that
-predicted each completion token; `token_logprobs` turns them into log pi(y_t) without a
-(B, T, V) log-softmax copy.
+`completion_logits` runs the model over the whole sequences and returns the logits that
+predicted each completion token (`sequence_logits`: divided by the temperature);
+`paec.scores.token_scores` turns them into log pi(y_t) and the entropies.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from paec.features import TokenFeatures, token_entropy, token_features
+from paec.features import TokenFeatures, Workspace, token_entropy, token_features
 from paec.models import apply_chat_template
 
 
@@ -140,6 +140,7 @@ class FeatureCollector:
     def __init__(self, top_p: float | None, *, top_k: int = 64,
                  chunk_size: int | None = None) -> None:
         self.top_p, self.top_k, self.chunk_size = top_p, top_k, chunk_size
+        self.workspace = Workspace()  # one set of work buffers for every decoding step
         self.steps: list[TokenFeatures] = []
         self.entropies: list[Tensor] = []
 
@@ -147,10 +148,11 @@ class FeatureCollector:
         rows = alive.nonzero().squeeze(1)  # (a,) finished rows need no statistics
         entropy = torch.zeros(logits.shape[0], device=logits.device)  # (B,)
         if self.top_p is None:
-            entropy[rows] = token_entropy(logits[rows], chunk_size=self.chunk_size)
+            entropy[rows] = token_entropy(logits[rows], chunk_size=self.chunk_size,
+                                          workspace=self.workspace)
         else:
             f = token_features(logits[rows], self.top_p, top_k=self.top_k,
-                               chunk_size=self.chunk_size)
+                               chunk_size=self.chunk_size, workspace=self.workspace)
             step = TokenFeatures(*(torch.zeros(logits.shape[0], dtype=t.dtype,
                                                device=logits.device) for t in f.tensors()))
             for full, part in zip(step.tensors(), f.tensors(), strict=True):
@@ -169,24 +171,21 @@ class FeatureCollector:
         return entropy, TokenFeatures(*fields)
 
 
-def sequence_logits(model: Any, batch: RolloutBatch, temperature: float) -> Tensor:
-    """(B, T, V) logits that predicted each completion token, divided by the sampling
-    temperature (the policy that sampled them), in the model's dtype; with grad if enabled."""
-    n_completion = batch.completion_mask.shape[1]  # T
+def completion_logits(model: Any, batch: RolloutBatch) -> Tensor:
+    """(B, T + 1, V) the model's raw logits at the last T + 1 positions, in its dtype, with
+    grad if enabled: position t < T predicted completion token t; the last one predicts
+    nothing. Undivided and unsliced, so that `paec.scores.token_scores` writes its gradient
+    straight into the LM head's output (no slice or temperature backward)."""
     # Only the last T + 1 positions get logits: the LM head over the prompt (often most of
     # the sequence) would be wasted work and memory.
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                use_cache=False, logits_to_keep=n_completion + 1)
-    logits: Tensor = out.logits[:, :n_completion]  # (B, T, V) position i predicts i + 1
+                use_cache=False, logits_to_keep=batch.completion_mask.shape[1] + 1)
+    logits: Tensor = out.logits  # (B, T + 1, V)
+    return logits
+
+
+def sequence_logits(model: Any, batch: RolloutBatch, temperature: float) -> Tensor:
+    """(B, T, V) logits that predicted each completion token, divided by the sampling
+    temperature (the policy that sampled them), in the model's dtype; with grad if enabled."""
+    logits = completion_logits(model, batch)[:, :-1]  # (B, T, V) position i predicts i + 1
     return logits / temperature if temperature != 1.0 else logits
-
-
-def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log softmax(logits)[token] for (B, T, V) logits and (B, T) tokens -> (B, T), float32,
-    row by row so that no (B, T, V) log-softmax copy is made."""
-    rows = []
-    for lg, tok in zip(logits, tokens, strict=True):  # (T, V), (T,)
-        lg = lg.float()  # (T, V)
-        picked = lg.gather(-1, tok[:, None]).squeeze(-1)  # (T,)
-        rows.append(picked - torch.logsumexp(lg, dim=-1))  # (T,)
-    return torch.stack(rows)  # (B, T)

@@ -35,7 +35,7 @@ from paec.callbacks import Callback, StopRequest
 from paec.checkpoint import load_training_state, read_sidecar, save_checkpoint
 from paec.data import DataCursor, Example, load_examples
 from paec.evaluation import evaluate_groups
-from paec.features import TokenFeatures, entropy, top_p_entropy
+from paec.features import TokenFeatures
 from paec.graders import build_grader, grade_batch
 from paec.lora import add_lora, load_lora
 from paec.losses import policy_loss, quantile_threshold
@@ -44,12 +44,12 @@ from paec.penalty import PAECBatch
 from paec.rollout import (
     FeatureCollector,
     RolloutBatch,
+    completion_logits,
     encode_prompts,
     sample,
-    sequence_logits,
-    token_logprobs,
 )
 from paec.schedule import lr_lambda
+from paec.scores import token_scores
 from paec.train_config import TrainConfig
 
 
@@ -249,30 +249,33 @@ class Trainer:
         # PAEC's differentiable H^p only when its term has a gradient this step (below the
         # floor, or with a bonus); otherwise the term is exactly 0 and costs nothing.
         paec_grad = paec_batch is not None and paec_batch.needs_gradient
-        needs_valid_logits = paec_grad or cfg.loss.entropy_coef > 0
         sums: dict[str, float] = {}
         grad_norm = 0.0
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for r0, r1 in micro:
                 mb_mask = mask[r0:r1]  # (b, T)
-                logits = sequence_logits(model, roll.select(slice(r0, r1)), cfg.temperature)
-                logp = token_logprobs(logits, ids[r0:r1])  # (b, T)
-                # The (n, V) copy of the valid rows only where an entropy takes a gradient.
-                valid_logits = logits[mb_mask] if needs_valid_logits else None  # (n, V)
                 idx = slice(offsets[r0], offsets[r1])
+                # Log-probs, and the entropies that take a gradient this step, in one pass
+                # over the logits with one gradient (`paec.scores`).
+                nucleus = (features.select(idx) if paec_grad and features is not None
+                           else None)  # (n,) fields
+                scores = token_scores(
+                    completion_logits(model, roll.select(slice(r0, r1))), ids[r0:r1], mb_mask,
+                    temperature=cfg.temperature, entropy=cfg.loss.entropy_coef > 0,
+                    nucleus_size=None if nucleus is None else nucleus.nucleus_size,
+                    nucleus_min_logit=None if nucleus is None else nucleus.nucleus_min_logit)
+                logp = scores.logp  # (b, T)
                 old_logp = logp.detach() if old is None else old.logp[r0:r1]  # (b, T)
-                ent = self._entropy_for_loss(valid_logits, entropies, idx, mb_mask)
+                ent = self._entropy_for_loss(scores.entropy, entropies, idx, mb_mask)
                 loss, m = policy_loss(
                     logp, old_logp, adv[r0:r1], mb_mask, cfg.loss, entropy=ent,
                     ref_logp=None if old is None or old.ref_logp is None else old.ref_logp[r0:r1],
                     generator=generator, entropy_threshold=ent_threshold,
                     total_tokens=total_tokens, total_seqs=total_seqs, max_len=cfg.max_new_tokens)
                 if paec_batch is not None and features is not None:
-                    if paec_grad and valid_logits is not None:
-                        hp = top_p_entropy(valid_logits, features.nucleus_size[idx],
-                                           nucleus_min_logit=features.nucleus_min_logit[idx])
-                        term = paec_batch.loss(hp, idx)  # () from hp (n,)
+                    if scores.top_p_entropy is not None:
+                        term = paec_batch.loss(scores.top_p_entropy, idx)  # () from H^p (n,)
                         loss = loss + term
                     else:
                         term = torch.zeros((), device=loss.device)  # inactive: exactly 0
@@ -305,30 +308,31 @@ class Trainer:
         with torch.no_grad():
             for r0, r1 in micro:
                 sub = roll.select(slice(r0, r1))
-                logp[r0:r1] = token_logprobs(sequence_logits(self.model, sub, cfg.temperature),
-                                             ids[r0:r1])
+                logp[r0:r1] = token_scores(completion_logits(self.model, sub), ids[r0:r1],
+                                           mask[r0:r1], temperature=cfg.temperature).logp
                 if ref_logp is not None:
-                    ref_logp[r0:r1] = token_logprobs(self._ref_logits(sub), ids[r0:r1])
+                    ref_logp[r0:r1] = token_scores(self._ref_logits(sub), ids[r0:r1],
+                                                   mask[r0:r1], temperature=cfg.temperature).logp
         return OldPass(logp, ref_logp)
 
     def _ref_logits(self, roll: RolloutBatch) -> Tensor:
-        """Logits of the reference policy: the frozen initial model, or with LoRA the base
-        model with its adapters switched off (no second copy in memory)."""
+        """(B, T + 1, V) raw logits of the reference policy: the frozen initial model, or with
+        LoRA the base model with its adapters switched off (no second copy in memory)."""
         if self.ref_model is not None:
-            return sequence_logits(self.ref_model, roll, self.cfg.temperature)
+            return completion_logits(self.ref_model, roll)
         with self.model.disable_adapter():
-            return sequence_logits(self.model, roll, self.cfg.temperature)
+            return completion_logits(self.model, roll)
 
-    def _entropy_for_loss(self, valid_logits: Tensor | None, entropies: Tensor, idx: slice,
+    def _entropy_for_loss(self, with_grad: Tensor | None, entropies: Tensor, idx: slice,
                           mb_mask: Tensor) -> Tensor | None:
-        """(b, T) full entropy for the policy loss: with gradient when the global entropy
+        """(b, T) full entropy for the policy loss: `with_grad` (n,) when the global entropy
         bonus is on, the sampler's detached one otherwise (for the 80/20 mask)."""
         loss_cfg = self.cfg.loss
         if loss_cfg.entropy_coef == 0 and loss_cfg.high_entropy_quantile is None:
             return None
         if loss_cfg.entropy_coef > 0:
-            assert valid_logits is not None  # computed whenever the bonus is on
-            values = entropy(valid_logits)  # (n,) with grad
+            assert with_grad is not None  # computed whenever the bonus is on
+            values = with_grad  # (n,)
         else:
             values = entropies[idx]  # (n,) the sampler's, for the 80/20 mask
         ent = torch.zeros(mb_mask.shape, dtype=values.dtype, device=values.device)  # (b, T)

@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import Tensor
 
-from paec.features import _topk, entropy, token_entropy, token_features, top_p_entropy
+from paec.features import (
+    Workspace,
+    _topk,
+    entropy,
+    token_entropy,
+    token_features,
+    top_p_entropy,
+)
 
 
 def reference(logits: Tensor, p: float) -> dict[str, Tensor]:
@@ -213,7 +220,9 @@ def test_top_p_entropy_gradient_matches_finite_differences_f64() -> None:
 
 def test_large_nuclei_by_mask_match_the_top_k_path() -> None:
     g = torch.Generator().manual_seed(11)
-    x = torch.randn(10, 3000, generator=g, dtype=torch.float64) * 0.5  # flat: nuclei > 1024
+    # Flat (nuclei > 1024), in values a float32 holds exactly, as the features' float32
+    # boundary logit does: the mask then holds exactly |N| tokens.
+    x = (torch.randn(10, 3000, generator=g, dtype=torch.float64) * 0.5).float().double()
     x[0, :5] += 12.0  # one peaked row in the same chunk goes the top-k way
     x[1] = 0.0  # all tied: the mask would hold 3000 tokens, not |N|: falls back to the top-k
     f = token_features(x, 0.9005)  # p * V not an integer: no rounding tie on row 1
@@ -283,3 +292,18 @@ def test_flat_top_p_entropy_by_mask_matches_float64_reference_and_gradient() -> 
         grad[r, order] = -logq.exp() * (logq + value[r].detach()) * w[r]
     torch.testing.assert_close(xg.grad, grad, atol=1e-12, rtol=1e-9)
     assert bool(torch.isfinite(xg.grad).all())
+
+
+def test_a_reused_workspace_changes_no_result() -> None:
+    space = Workspace()
+    calls = [flat_rows(12, 20011, seed=30), peaked_logits(40, 20011, seed=31),
+             flat_rows(3, 20011, seed=32), peaked_logits(9, 777, seed=33)]  # shrink, grow
+    mixed = peaked_logits(10, 20011, seed=34)
+    mixed[::3] = flat_rows(4, 20011, seed=35)  # some rows of a chunk go to the histogram
+    calls.append(mixed)
+    for logits in calls:
+        fresh = token_features(logits, 0.9, chunk_size=8)
+        reused = token_features(logits, 0.9, chunk_size=8, workspace=space)
+        for a, b in zip(fresh.tensors(), reused.tensors(), strict=True):
+            assert torch.equal(a, b)
+        assert torch.equal(token_entropy(logits, workspace=space), token_entropy(logits))

@@ -7,13 +7,14 @@ from transformers import PreTrainedTokenizerBase
 
 from paec.models import tiny_model
 from paec.rollout import (
+    completion_logits,
     completion_mask,
     encode_prompts,
     sample,
     sample_tokens,
     sequence_logits,
-    token_logprobs,
 )
+from paec.scores import token_scores
 
 
 def test_completion_mask_keeps_the_first_eos() -> None:
@@ -37,9 +38,12 @@ def test_sequence_logits_are_the_full_forward_at_completion_positions(
         full = model(input_ids=roll.input_ids, attention_mask=roll.attention_mask).logits
     want = full[:, roll.prompt_len - 1:-1] / 0.7
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    logp = token_logprobs(got, roll.completion_ids)
+    with torch.no_grad():  # the trainer's log-probs: raw logits, the temperature inside
+        logp = token_scores(completion_logits(model, roll), roll.completion_ids,
+                            roll.completion_mask, temperature=0.7).logp
     ref = torch.log_softmax(want, -1).gather(-1, roll.completion_ids[..., None]).squeeze(-1)
-    torch.testing.assert_close(logp, ref, atol=1e-5, rtol=1e-5)
+    mask = roll.completion_mask
+    torch.testing.assert_close(logp[mask], ref[mask], atol=1e-5, rtol=1e-5)
 
 
 def test_sampling_is_reproducible_from_its_seed(smollm2_tokenizer: PreTrainedTokenizerBase) -> None:
