@@ -21,6 +21,7 @@ checkpointing, logging or saving.
     .venv/bin/pip install -c constraints.txt 'trl>=0.20'
     .venv/bin/python bench/trainer.py             # 4 x 4 completions, 24 tokens (~1.5 min)
     .venv/bin/python bench/trainer.py --n-layer 2 --n-embd 64 -P 2 -G 4 -T 8 --steps 2
+    .venv/bin/python bench/trainer.py --paired --lr 1e-12 --steps 20   # PAEC's overhead
 """
 
 from __future__ import annotations
@@ -76,32 +77,57 @@ class Clock:
         return {"step": wall, "other": max(other, 0.0) / wall}
 
 
-def run_paec(a: argparse.Namespace, use_paec: bool) -> dict[str, Any]:
+def paec_trainer(a: argparse.Namespace, use_paec: bool, out: str) -> Any:
+    """paec's Trainer on the benchmark's model, data and batch (`use_paec` off: plain GRPO)."""
     from paec.config import PAECConfig
     from paec.train_config import TrainConfig
     from paec.trainer import Trainer
 
+    cfg = TrainConfig(model=a.model_dir, train_data="builtin:add", train_size=TRAIN_SIZE,
+                      grader=GRADER, output_dir=out, seed=SEED, dtype="float32",
+                      device="cpu", steps=a.warmup + a.steps, prompts_per_step=a.P,
+                      group_size=a.G, max_new_tokens=a.T, temperature=1.0, top_p=1.0,
+                      update_epochs=1, micro_batch_size=a.micro, learning_rate=a.lr,
+                      use_paec=use_paec,  # loss: PolicyLossConfig() (clip-higher, token-mean)
+                      # --paec-active: a negligible bonus makes the term differentiable
+                      # every step, the cost of a step whose penalty is active
+                      paec=PAECConfig(entropy_bonus=1e-12 if a.paec_active else 0.0))
+    return Trainer(cfg)
+
+
+def timed_step(trainer: Any) -> dict[str, float]:
+    """One step as `Trainer.train` runs it: wall time, contention and the part timings."""
+    clock = Clock()
+    clock.start()
+    metrics, _ = trainer.train_step(trainer.step + 1)
+    trainer.step += 1
+    return (clock.stop() | {k: metrics[f"time/{k}"] for k in PARTS}
+            | {"skipped": metrics.get("train/skipped", 0.0)})
+
+
+def run_paec(a: argparse.Namespace, use_paec: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(model=a.model_dir, train_data="builtin:add", train_size=TRAIN_SIZE,
-                          grader=GRADER, output_dir=out, seed=SEED, dtype="float32",
-                          device="cpu", steps=a.warmup + a.steps, prompts_per_step=a.P,
-                          group_size=a.G, max_new_tokens=a.T, temperature=1.0, top_p=1.0,
-                          update_epochs=1, micro_batch_size=a.micro, learning_rate=a.lr,
-                          use_paec=use_paec,  # loss: PolicyLossConfig() (clip-higher, token-mean)
-                          # --paec-active: a negligible bonus makes the term differentiable
-                          # every step, the cost of a step whose penalty is active
-                          paec=PAECConfig(entropy_bonus=1e-12 if a.paec_active else 0.0))
-        trainer = Trainer(cfg)
+        trainer = paec_trainer(a, use_paec, out)
         loaded = memory()["VmRSS"]
-        steps, clock = [], Clock()
-        for i in range(a.warmup + a.steps):
-            clock.start()
-            metrics, _ = trainer.train_step(trainer.step + 1)  # as Trainer.train does
-            trainer.step += 1
-            if i >= a.warmup:
-                steps.append(clock.stop() | {k: metrics[f"time/{k}"] for k in PARTS}
-                             | {"skipped": metrics.get("train/skipped", 0.0)})
+        steps = [timed_step(trainer) for _ in range(a.warmup + a.steps)][a.warmup:]
     return {"loaded": loaded, "steps": steps}
+
+
+def run_paired(a: argparse.Namespace) -> dict[str, Any]:
+    """`--paired`: plain GRPO and PAEC in one process, one step each in turn (the order
+    alternating), so that both see the same machine state: drift between two processes'
+    runs (10-20% on this VM) cancels out of the per-pair ratios. No memory figures."""
+    with tempfile.TemporaryDirectory() as out:
+        trainers = {"paec-grpo": paec_trainer(a, False, out + "/grpo"),
+                    "paec": paec_trainer(a, True, out + "/paec")}
+        steps: dict[str, list[dict[str, float]]] = {name: [] for name in trainers}
+        for i in range(a.warmup + a.steps):
+            order = list(trainers) if i % 2 == 0 else list(trainers)[::-1]
+            for name in order:
+                step = timed_step(trainers[name])
+                if i >= a.warmup:
+                    steps[name].append(step)
+    return {"steps": steps}
 
 
 def run_trl(a: argparse.Namespace) -> dict[str, Any]:
@@ -187,7 +213,12 @@ def worker(a: argparse.Namespace) -> None:
     import torch
 
     torch.manual_seed(SEED)
-    result = run_trl(a) if a.worker == "trl" else run_paec(a, a.worker == "paec")
+    if a.worker == "paired":
+        result = run_paired(a)
+    elif a.worker == "trl":
+        result = run_trl(a)
+    else:
+        result = run_paec(a, a.worker == "paec")
     result |= memory() | {"threads": torch.get_num_threads()}
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -237,7 +268,10 @@ def main() -> None:
     p.add_argument("--paec-active", action="store_true",
                    help="time PAEC with its differentiable term on every step (as while the "
                         "penalty is active); by default it runs only below the floor")
-    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    p.add_argument("--paired", action="store_true",
+                   help="only PAEC's overhead: paec-grpo and paec in one process, steps "
+                        "alternating, with the median of the per-step ratios")
+    p.add_argument("--worker", choices=(*CONTENDERS, "paired"), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     a = p.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -249,7 +283,7 @@ def main() -> None:
     import torch
     import transformers
 
-    contenders = a.only or CONTENDERS
+    contenders = ("paec-grpo", "paec") if a.paired else (a.only or CONTENDERS)
     trl_version = "not used"
     if "trl" in contenders:
         import trl
@@ -270,7 +304,7 @@ def main() -> None:
                   f"{n_params / 1e6:.1f}M parameters (tied embeddings, vocab 49,152); ", end="")
         print(f"P={a.P} x G={a.G}, T={a.T}, micro-batch {a.micro}, "
               f"{a.warmup} warm-up + {a.steps} timed steps")
-        for name in contenders:
+        for name in ["paired"] if a.paired else contenders:
             flags = [f"--worker={name}", f"--model-dir={folder}", *sys.argv[1:]]
             proc = subprocess.run([sys.executable, __file__, *flags], capture_output=True,
                                   text=True, check=False)  # inherits HF_HUB_OFFLINE=1
@@ -278,7 +312,26 @@ def main() -> None:
             if proc.returncode or not lines:
                 sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
             results[name] = json.loads(lines[-1].removeprefix("RESULT "))
-    report(results)
+    if a.paired:
+        report_paired(results["paired"])
+    else:
+        report(results)
+
+
+def report_paired(result: dict[str, Any]) -> None:
+    steps = result["steps"]
+    print(f"\n{'contender':<10} {'step':>7} {'sample':>7} {'train':>7} {'other':>5}")
+    for name, rows in steps.items():
+        med = {k: statistics.median(s[k] for s in rows) for k in ("step", *PARTS, "other")}
+        print(f"{name:<10} {med['step']:>6.3f}s {med['sampling']:>6.3f}s "
+              f"{med['training']:>6.3f}s {med['other']:>5.2f}")
+    ratios = sorted(p["step"] / g["step"] for p, g in zip(steps["paec"], steps["paec-grpo"],
+                                                          strict=True))
+    q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+    print(f"\npaec / paec-grpo step time, median of {len(ratios)} paired steps "
+          f"(target <= 1.05): {statistics.median(ratios):.3f}x (quartiles {q1:.3f}-{q3:.3f})")
+    if max(s["other"] for rows in steps.values() for s in rows) > 0.2:
+        print("WARNING: other processes used the CPU during the timed steps: rerun when idle")
 
 
 def report(results: dict[str, dict[str, Any]]) -> None:
