@@ -10,7 +10,8 @@ paec peak memory <= trl's, paec / paec-grpo <= 1.05x (PAEC's overhead over plain
 
 Matched: the model (a random Llama from `paec.models.tiny_model` over the real SmolLM2
 tokenizer, vocabulary 49,152, saved to a temporary folder both load; fp32, CPU, default torch
-threads); the prompts (builtin:add in the tokenizer's chat template); the reward
+threads; its logits scaled by --logit-scale, 20 by default, to a language model's next-token
+entropy, see `build_model`); the prompts (builtin:add in the tokenizer's chat template); the reward
 (fuzzy_match(completion, prompt text), so that rewards vary: paec's text_similarity grader, a
 TRL reward function); P prompts x G completions per optimiser step, one update per batch,
 equal micro-batches; max completion length, temperature 1.0, top_p 1.0, no top-k; beta 0 (no
@@ -234,9 +235,11 @@ def build_model(a: argparse.Namespace, folder: str) -> int:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = tiny_model(tokenizer, n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head, seed=SEED)
-    # A random model's next-token distributions are nearly uniform (entropy ~ log V), the
-    # worst case of the top-p search; scaling the final norm scales every logit, so
-    # --logit-scale gives the same tiny model the peaked distributions of a trained LM.
+    # A random model's next-token distributions are nearly uniform (entropy ~ log V), unlike
+    # any policy RLVR starts from, and the worst case of the top-p search. Scaling the final
+    # norm scales every logit: the default --logit-scale 20 gives the tiny model a trained
+    # LM's entropy (2.85 nats; SmolLM2 on its own samples: 2.57, docs/benchmarks.md);
+    # --logit-scale 1 keeps the untrained model, the stress case.
     with torch.no_grad():
         model.model.norm.weight.mul_(a.logit_scale)
         ids = tokenizer(["What is 3 + 4? Answer with just the number."] * 2,
@@ -262,8 +265,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--model", help="benchmark this model (a folder or builtin:<name>) "
                    "instead of the tiny random one")
-    p.add_argument("--logit-scale", type=float, default=1.0,
-                   help="multiply the final norm (every logit) by this: peaked distributions")
+    p.add_argument("--logit-scale", type=float, default=20.0,
+                   help="multiply the final norm (every logit) by this: 20 (default) gives "
+                        "a language model's entropy, 1 the untrained model's near-uniform "
+                        "distributions (the stress case)")
     p.add_argument("--only", choices=CONTENDERS, action="append", help="run only these")
     p.add_argument("--paec-active", action="store_true",
                    help="time PAEC with its differentiable term on every step (as while the "
