@@ -1,4 +1,6 @@
-"""paec.features on CUDA gives what it gives on the CPU. Needs a GPU: `pytest -m gpu`."""
+"""paec.features and paec.scores on CUDA give what they give on the CPU.
+
+Needs a GPU: `pytest -m gpu`."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import pytest
 import torch
 
 from paec.features import entropy, token_features, top_p_entropy
+from paec.scores import token_scores
 
 pytestmark = [
     pytest.mark.gpu,
@@ -37,3 +40,24 @@ def test_cuda_gradients_match_cpu() -> None:
         assert x.grad is not None
         grads.append(x.grad.cpu())
     torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+
+
+def test_cuda_token_scores_match_cpu() -> None:
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 9, 49_152, generator=g) * torch.tensor([0.05, 1.0, 3.0, 8.0])[
+        :, None, None]  # (B, T + 1, V) flat (mask path) to peaked (top-k path) rows
+    tokens = torch.randint(0, 49_152, (4, 8), generator=g)
+    mask = torch.arange(8)[None, :] < torch.tensor([8, 5, 3, 1])[:, None]  # (B, T)
+    f = token_features(logits[:, :8][mask] / 0.8, 0.9)
+    out = []
+    for device in ("cpu", "cuda"):
+        x = logits.to(device).requires_grad_()
+        s = token_scores(x, tokens.to(device), mask.to(device), temperature=0.8, entropy=True,
+                         nucleus_size=f.nucleus_size.to(device),
+                         nucleus_min_logit=f.nucleus_min_logit.to(device))
+        assert s.entropy is not None and s.top_p_entropy is not None
+        (s.logp.sum() + s.entropy.sum() + s.top_p_entropy.sum()).backward()
+        assert x.grad is not None
+        out.append((s.logp.detach().cpu(), s.top_p_entropy.detach().cpu(), x.grad.cpu()))
+    for cpu, gpu in zip(out[0], out[1], strict=True):
+        torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
