@@ -33,6 +33,9 @@ _BLOCK = 64  # vocabulary block for the block-maxima top-k; 64 floats = one 256-
 _FALLBACK_K_FACTOR = 16  # top-p search tiers: k, then 16k (up to 1024), then a histogram
 _DENSE_NUCLEUS = 1024  # differentiable H^p: nuclei larger than this use a mask, not a top-k
 _MASK_SLACK = 64  # ... where the mask z >= boundary holds |N| tokens, give or take |N| / 64
+_HIST_BINS = 4096  # value bins of the histogram search for the nucleus boundary (flat rows)
+_HIST_RANGE = 40.0  # nats below the row maximum that the bins cover (exp(-40) ~ 4e-18)
+_HIST_MAX_CANDIDATES = 2048  # boundary bins holding more tokens than this (ties) are sorted
 
 
 def mask_is_nucleus(count: Tensor, size: Tensor) -> Tensor:
@@ -43,9 +46,6 @@ def mask_is_nucleus(count: Tensor, size: Tensor) -> Tensor:
     tokens, each with about 1 / |N| of the nucleus's mass; a tie block larger than the slack
     (e.g. an exactly uniform row) goes to the exact top-k instead."""
     return (size > _DENSE_NUCLEUS) & ((count - size).abs() * _MASK_SLACK <= size)
-_HIST_BINS = 4096  # value bins of the histogram search for the nucleus boundary (flat rows)
-_HIST_RANGE = 40.0  # nats below the row maximum that the bins cover (exp(-40) ~ 4e-18)
-_HIST_MAX_CANDIDATES = 2048  # boundary bins holding more tokens than this (ties) are sorted
 
 
 @dataclass(frozen=True)
