@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from paec.anchor import AnchorState
     from paec.config import EntropyNormalization, MaskMode, PAECConfig
-    from paec.features import TokenFeatures, entropy, token_features, top_p_entropy
+    from paec.features import TokenFeatures, token_features
     from paec.mask import PositionMask, position_mask, position_score
     from paec.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
+    from paec.scores import TokenScores, entropy, token_scores, top_p_entropy
 
 _HOME = {
     "AnchorState": "paec.anchor",
@@ -28,13 +29,15 @@ _HOME = {
     "PAECBatch": "paec.penalty",
     "PositionMask": "paec.mask",
     "TokenFeatures": "paec.features",
-    "entropy": "paec.features",
+    "TokenScores": "paec.scores",
+    "entropy": "paec.scores",
     "lower_bound_penalty": "paec.penalty",
     "masked_mean_entropy": "paec.penalty",
     "position_mask": "paec.mask",
     "position_score": "paec.mask",
     "token_features": "paec.features",
-    "top_p_entropy": "paec.features",
+    "token_scores": "paec.scores",
+    "top_p_entropy": "paec.scores",
 }
 
 __all__ = [
@@ -45,12 +48,14 @@ __all__ = [
     "PAECConfig",
     "PositionMask",
     "TokenFeatures",
+    "TokenScores",
     "entropy",
     "lower_bound_penalty",
     "masked_mean_entropy",
     "position_mask",
     "position_score",
     "token_features",
+    "token_scores",
     "top_p_entropy",
 ]
 

@@ -1,6 +1,6 @@
 """Per-token features of PAEC from logits: full entropy, local top-p entropy, nucleus size and
-the top-two log-probability gap, in one chunked pass; plus the differentiable entropies that
-carry the gradient of the penalty and of the global entropy bonus.
+the top-two log-probability gap, in one chunked pass, detached. The differentiable entropies
+that carry the gradient of the penalty and of the global entropy bonus are in `paec.scores`.
 
 Definitions (../shared/docs/paec-method.md, docs/metrics.md): for a row of logits z with
 p = softmax(z), sort p descending; the nucleus N is the smallest prefix whose mass reaches p
@@ -14,8 +14,7 @@ Cost. V is up to ~152k, so logits are processed a chunk of rows at a time, and n
 the common case: an exact top-k (found through block maxima, see `_topk`) gives the nucleus
 of every row whose top-k mass reaches p; only the other rows fall back to a larger k, and then
 to a histogram search of the boundary (flat rows, `_histogram_nucleus`), which sorts only the
-few tokens of the boundary's bin. Features that only feed the detached mask are computed
-without autograd.
+few tokens of the boundary's bin. Everything here runs without autograd.
 
 Run `python bench/features.py` for the speed and memory figures in docs/benchmarks.md.
 """
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,20 +30,9 @@ from torch import Tensor
 _BLOCK = 64  # vocabulary block for the block-maxima top-k; 64 floats = one 256-byte run
 _FALLBACK_K_FACTOR = 16  # top-p search tiers: k, then 16k (up to 1024), then a histogram
 _DENSE_NUCLEUS = 1024  # differentiable H^p: nuclei larger than this use a mask, not a top-k
-_MASK_SLACK = 64  # ... where the mask z >= boundary holds |N| tokens, give or take |N| / 64
 _HIST_BINS = 4096  # value bins of the histogram search for the nucleus boundary (flat rows)
 _HIST_RANGE = 40.0  # nats below the row maximum that the bins cover (exp(-40) ~ 4e-18)
 _HIST_MAX_CANDIDATES = 2048  # boundary bins holding more tokens than this (ties) are sorted
-
-
-def mask_is_nucleus(count: Tensor, size: Tensor) -> Tensor:
-    """Whether the mask z >= boundary, holding `count` tokens (c,), stands for a nucleus of
-    `size` (c,) in the differentiable H^p: a large nucleus (> 1024) and a count within
-    |N| / 64 of it. The update's forward pass rounds the logits a little differently from
-    the sampler's, and bf16 logits tie, so the count at the boundary can be off by a few
-    tokens, each with about 1 / |N| of the nucleus's mass; a tie block larger than the slack
-    (e.g. an exactly uniform row) goes to the exact top-k instead."""
-    return (size > _DENSE_NUCLEUS) & ((count - size).abs() * _MASK_SLACK <= size)
 
 
 @dataclass(frozen=True)
@@ -372,160 +359,3 @@ def _topk(z: Tensor, k: int) -> tuple[Tensor, Tensor]:
         cand = torch.cat([cand, tail], dim=-1)  # (c, k*B + rem)
     vals, pos = z.gather(1, cand).topk(k, dim=-1)  # (c, k)
     return vals, cand.gather(1, pos)
-
-
-def _compute_dtype(logits: Tensor) -> torch.dtype:
-    """float32 for half-precision logits, else their own dtype (float64 stays exact)."""
-    return torch.promote_types(logits.dtype, torch.float32)
-
-
-class _Entropy(torch.autograd.Function):
-    """Full entropy with a chunked backward dH/dz = -p (log p + H): keeps no (N, V) graph."""
-
-    @staticmethod
-    def forward(ctx: Any, logits: Tensor, chunk: int) -> Tensor:
-        dtype = _compute_dtype(logits)
-        out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)  # (N,)
-        for start in range(0, logits.shape[0], chunk):
-            logp = torch.log_softmax(logits[start:start + chunk].to(dtype), dim=-1)  # (c, V)
-            out[start:start + chunk] = -torch.where(logp > -torch.inf, logp.exp() * logp,
-                                                    0.0).sum(-1)
-        ctx.save_for_backward(logits, out)
-        ctx.chunk = chunk
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, None]:
-        logits, h = ctx.saved_tensors
-        grad = torch.empty_like(logits)  # (N, V)
-        for start in range(0, logits.shape[0], ctx.chunk):
-            sl = slice(start, start + ctx.chunk)
-            logp = torch.log_softmax(logits[sl].to(h.dtype), dim=-1)  # (c, V)
-            g = -logp.exp() * (logp + h[sl, None]) * grad_h[sl, None]  # (c, V)
-            grad[sl] = torch.where(logp > -torch.inf, g, 0.0)
-        return grad, None
-
-
-class _TopPEntropy(torch.autograd.Function):
-    """H^p over a given (detached) nucleus; dH^p/dz_v = -q_v (log q_v + H^p) inside it, 0
-    outside (the nucleus is piecewise constant in z, so it carries no gradient).
-
-    Small nuclei are gathered with a top-k of their size. Large ones (flat rows) would make
-    that top-k a near-sort, so when the boundary logit is known the nucleus is the mask
-    z >= boundary, used where it holds |N| tokens give or take the rounding of the logits
-    (`mask_is_nucleus`; a larger tie block falls back to the top-k), and recomputed in the
-    backward pass instead of being stored. On the mask,
-    with a = z - max and e = exp(a) inside (0 outside), S = sum e:
-
-        H^p = log S - sum e a / S,    dH^p/dz = -(e / S) (a - log S + H^p)
-
-    a few fused passes over the rows, no log-softmax and no copies of them."""
-
-    @staticmethod
-    def forward(ctx: Any, logits: Tensor, nucleus_size: Tensor, min_logit: Tensor | None,
-                chunk: int) -> Tensor:
-        dtype = _compute_dtype(logits)
-        out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)  # (N,)
-        sparse: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # rows, idx, q, log q
-        dense: list[tuple[slice | Tensor, Tensor, Tensor]] = []  # rows, max, log S (by mask)
-        for start in range(0, logits.shape[0], chunk):
-            z = logits[start:start + chunk].to(dtype)  # (c, V)
-            n = nucleus_size[start:start + chunk]  # (c,)
-            rows = torch.arange(start, start + z.shape[0], device=z.device)  # (c,)
-            by_mask = torch.zeros_like(n, dtype=torch.bool)  # (c,)
-            if min_logit is not None and int(n.max()) > _DENSE_NUCLEUS:
-                bound = min_logit[start:start + chunk].to(dtype)[:, None]  # (c, 1)
-                inside = _at_least(z, bound)  # (c, V) 1.0 / 0.0
-                by_mask = mask_is_nucleus(inside.sum(-1), n)  # (c,)
-                every = bool(by_mask.all())
-                if every or bool(by_mask.any()):
-                    zd = z if every else z[by_mask]  # (d, V)
-                    ins = inside if every else inside[by_mask]  # (d, V)
-                    bd = bound if every else bound[by_mask]  # (d, 1)
-                    row_max, log_sum, h = _masked_entropy(zd, ins, bd)  # (d,) each
-                    key = slice(start, start + z.shape[0]) if every else rows[by_mask]
-                    out[key] = h
-                    dense.append((key, row_max, log_sum))
-            if bool(by_mask.all()):
-                continue
-            zs, ns = z[~by_mask], n[~by_mask]  # (s, V), (s,)
-            k = int(ns.max())
-            vals, idx = _topk(zs, k)  # (s, k)
-            inside_k = torch.arange(k, device=z.device) < ns[:, None]  # (s, k)
-            logq_k = torch.log_softmax(vals.masked_fill(~inside_k, -torch.inf), dim=-1)  # (s, k)
-            q_k = logq_k.exp()  # (s, k)  0 outside the nucleus
-            out[rows[~by_mask]] = -torch.where(inside_k, q_k * logq_k, 0.0).sum(-1)
-            sparse.append((rows[~by_mask], idx, q_k, torch.where(inside_k, logq_k, 0.0)))
-        ctx.sparse, ctx.dense, ctx.dtype = sparse, dense, logits.dtype
-        ctx.save_for_backward(logits, out, min_logit)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor, None, None, None]:
-        logits, h, min_logit = ctx.saved_tensors
-        grad = torch.zeros_like(logits)  # (N, V)
-        for rows, idx, q, logq in ctx.sparse:
-            g = -q * (logq + h[rows, None]) * grad_h[rows, None]  # (s, k)
-            grad[rows[:, None], idx] = g.to(ctx.dtype)  # only the nucleus's entries
-        for sl, row_max, log_sum in ctx.dense:  # a whole chunk (slice) or some of its rows
-            z = logits[sl].to(h.dtype)  # (d, V)
-            bound = min_logit[sl][:, None].to(h.dtype)  # (d, 1)
-            a, e = _masked_exp(z, row_max[:, None], bound)  # (d, V) each
-            # -(e / S) (a - log S + H) g_h = e (alpha a + beta), per row alpha and beta.
-            alpha = -grad_h[sl] / log_sum.exp()  # (d,)
-            beta = alpha * (h[sl] - log_sum)  # (d,)
-            g = torch.addcmul(beta[:, None], a, alpha[:, None]).mul_(e)  # (d, V) 0 outside
-            grad[sl] = g.to(ctx.dtype)
-        return grad, None, None, None
-
-
-def _at_least(z: Tensor, bound: Tensor) -> Tensor:
-    """1.0 where z >= bound, else 0.0, (d, V) in z's dtype: clamp(sign(z - bound) + 1, 0, 1).
-    Float arithmetic, because on the CPU a bool mask costs 5-10x more to build and apply."""
-    return torch.sub(z, bound).sign_().add_(1.0).clamp_(0.0, 1.0)
-
-
-def _masked_exp(z: Tensor, row_max: Tensor, bound: Tensor) -> tuple[Tensor, Tensor]:
-    """a = z - max, held at no less than bound - max (finite, so 0 * a is 0: no NaN from a
-    -inf logit), and e = exp(z - max) on the tokens z >= bound, 0 elsewhere, (d, V) each,
-    from rows `z` (d, V), their maxima and boundary logits (d, 1)."""
-    a = z - row_max  # (d, V)
-    e = torch.exp(a).mul_(_at_least(z, bound))  # (d, V)
-    # z >= bound gives z - max >= bound - max in floats too: the clamp moves only tokens out.
-    return a.clamp_min_(bound - row_max), e
-
-
-def _masked_entropy(z: Tensor, inside: Tensor, bound: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Row maxima (d,), log S (d,) and H^p (d,) of the tokens z >= `bound` (d, 1) of rows `z`
-    (d, V), whose indicator `inside` (d, V) is given: S = sum_in exp(z - max),
-    H^p = log S - sum_in exp(z - max) (z - max) / S."""
-    row_max = z.amax(-1, keepdim=True)  # (d, 1) the top-1 is always inside
-    a = (z - row_max).clamp_min_(bound - row_max)  # (d, V) finite: 0 * a = 0 outside
-    e = torch.exp(a).mul_(inside)  # (d, V) exp(z - max) inside, 0 outside
-    total = e.sum(-1)  # (d,)
-    ea = torch.linalg.vecdot(e, a)  # (d,)
-    log_sum = total.log()  # (d,)
-    return row_max.squeeze(1), log_sum, log_sum - ea / total
-
-
-def entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
-    """Differentiable full entropy of each row of `logits` (N, V) -> (N,), in float32 (float64
-    for float64 logits).
-    Memory: one chunk at a time in both passes, no (N, V) autograd graph."""
-    chunk = chunk_size or default_chunk_size(logits.device)
-    out: Tensor = _Entropy.apply(logits, chunk)  # type: ignore[no-untyped-call]
-    return out
-
-
-def top_p_entropy(
-    logits: Tensor, nucleus_size: Tensor, *, nucleus_min_logit: Tensor | None = None,
-    chunk_size: int | None = None,
-) -> Tensor:
-    """Differentiable H^p of each row of `logits` (N, V) -> (N,) over the nucleus found by
-    `token_features` (detached): its size `nucleus_size` (N,) and, optionally, its boundary
-    `nucleus_min_logit` (N,), which makes large nuclei cheap. The penalty's entropy."""
-    chunk = chunk_size or default_chunk_size(logits.device)
-    min_logit = None if nucleus_min_logit is None else nucleus_min_logit.to(logits.device)
-    out: Tensor = _TopPEntropy.apply(  # type: ignore[no-untyped-call]
-        logits, nucleus_size.to(logits.device), min_logit, chunk)
-    return out

@@ -1,6 +1,7 @@
 """Differentiable per-token scores of a micro-batch in one chunked pass over the logits: the
 log-probability of each sampled token and, on request, the full entropy H and PAEC's top-p
-entropy H^p over a given (detached) nucleus, with one gradient written once.
+entropy H^p over a given (detached) nucleus, with one gradient written once. `entropy` and
+`top_p_entropy` are the same pass over plain (N, V) rows.
 
 Why one function. Composed from autograd ops, the update's log-probs and H^p each make their
 own passes over the (b, T, V) logits and each write a dense gradient the size of the logits:
@@ -22,7 +23,7 @@ the logits' gradient in one pass:
 
 Positions outside `mask`, and logits positions beyond the tokens (the model's last one),
 get log-prob 0 and gradient 0. The nucleus is piecewise constant in z, so it carries no
-gradient (as in `paec.features.top_p_entropy`, whose values this matches).
+gradient; its H^p value is the detached `paec.features.token_features` one, recomputed.
 """
 
 from __future__ import annotations
@@ -33,20 +34,67 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from paec.features import (
-    _DENSE_NUCLEUS,
-    _at_least,
-    _compute_dtype,
-    _topk,
-    default_chunk_size,
-    mask_is_nucleus,
-)
+from paec.features import _DENSE_NUCLEUS, _topk, default_chunk_size
+
+_MASK_SLACK = 64  # a large nucleus is the mask z >= boundary within |N| / 64 tokens of |N|
 
 
 def _a_floor(dtype: torch.dtype) -> float:
     """A floor for a = z - max below which exp(a - log s) is exactly 0 (s >= 1): holding a
     there changes no probability, and keeps 0 * a finite at -inf logits."""
     return -1000.0 if dtype == torch.float64 else -200.0  # exp underflows at -745 / -104
+
+
+def mask_is_nucleus(count: Tensor, size: Tensor) -> Tensor:
+    """Whether the mask z >= boundary, holding `count` tokens (c,), stands for a nucleus of
+    `size` (c,) in the differentiable H^p: a large nucleus (> 1024) and a count within
+    |N| / 64 of it. The update's forward pass rounds the logits a little differently from
+    the sampler's, and bf16 logits tie, so the count at the boundary can be off by a few
+    tokens, each with about 1 / |N| of the nucleus's mass; a tie block larger than the slack
+    (e.g. an exactly uniform row) goes to the exact top-k instead."""
+    return (size > _DENSE_NUCLEUS) & ((count - size).abs() * _MASK_SLACK <= size)
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    """float32 for half-precision logits, else their own dtype (float64 stays exact)."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+def _at_least(z: Tensor, bound: Tensor) -> Tensor:
+    """1.0 where z >= bound, else 0.0, (d, V) in z's dtype: clamp(sign(z - bound) + 1, 0, 1).
+    Float arithmetic, because on the CPU a bool mask costs 5-10x more to build and apply."""
+    return torch.sub(z, bound).sign_().add_(1.0).clamp_(0.0, 1.0)
+
+
+def entropy(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """Differentiable full entropy of each row of `logits` (N, V) -> (N,), in float32 (float64
+    for float64 logits). Memory: one chunk at a time in both passes, no (N, V) graph."""
+    out = token_scores(*_rows(logits), entropy=True, chunk_size=chunk_size).entropy
+    assert out is not None
+    return out
+
+
+def top_p_entropy(
+    logits: Tensor, nucleus_size: Tensor, *, nucleus_min_logit: Tensor | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Differentiable H^p of each row of `logits` (N, V) -> (N,) over the nucleus found by
+    `token_features` (detached): its size `nucleus_size` (N,) and, optionally, its boundary
+    `nucleus_min_logit` (N,), which makes large nuclei cheap (a mask instead of a top-k)."""
+    out = token_scores(*_rows(logits), nucleus_size=nucleus_size,
+                       nucleus_min_logit=nucleus_min_logit, chunk_size=chunk_size).top_p_entropy
+    assert out is not None
+    return out
+
+
+def _rows(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Plain rows (N, V) as one sequence for `token_scores`: logits (1, N, V), tokens and an
+    all-valid mask (1, N) (the log-probs it also returns go unused)."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (N, V), got shape {tuple(logits.shape)}")
+    n = logits.shape[0]
+    return (logits.unsqueeze(0), torch.zeros(1, n, dtype=torch.long, device=logits.device),
+            torch.ones(1, n, dtype=torch.bool, device=logits.device))
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from paec.features import entropy, token_features, top_p_entropy
-from paec.scores import token_scores
+from paec.features import token_features
+from paec.scores import entropy, token_scores, top_p_entropy
 
 pytestmark = [
     pytest.mark.gpu,

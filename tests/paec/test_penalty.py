@@ -8,8 +8,9 @@ from torch import Tensor
 
 from paec.anchor import AnchorState
 from paec.config import PAECConfig
-from paec.features import token_features, top_p_entropy
+from paec.features import token_features
 from paec.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
+from paec.scores import top_p_entropy
 
 
 def logits_batch(n: int = 24, v: int = 97, seed: int = 0) -> Tensor:

@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 
 from paec.features import token_features
-from paec.scores import token_scores
+from paec.scores import entropy, token_scores, top_p_entropy
+from tests.paec.test_features import flat_rows, peaked_logits
+from tests.paec.test_features import reference as sort_reference
 
 
 def batch(n_seq: int, length: int, vocab: int, seed: int, dtype: torch.dtype = torch.float64
@@ -174,3 +176,110 @@ def test_a_boundary_off_by_a_token_still_takes_the_mask_and_stays_close() -> Non
     assert exact is not None and moved is not None
     assert not torch.equal(exact, moved)  # the mask lost the boundary token...
     torch.testing.assert_close(moved, exact, atol=1e-3, rtol=0)  # ...worth ~1/|N| nats
+
+
+# The (N, V) rows API, `entropy` and `top_p_entropy`, against the features' sort reference.
+
+
+def finite_difference(fn: object, x: Tensor, eps: float = 1e-6) -> Tensor:
+    assert callable(fn)
+    grad = torch.zeros_like(x)
+    flat, gflat = x.view(-1), grad.view(-1)
+    for i in range(flat.numel()):
+        old = float(flat[i])
+        flat[i] = old + eps
+        up = float(fn(x))
+        flat[i] = old - eps
+        down = float(fn(x))
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def test_entropy_gradient_matches_finite_differences_f64() -> None:
+    x = peaked_logits(5, 11, seed=4).double()
+    x[1, 3] = -torch.inf
+    w = torch.randn(5, dtype=torch.float64)
+
+    def fn(z: Tensor) -> Tensor:
+        return (entropy(z.double(), chunk_size=2).double() * w).sum()
+
+    xg = x.clone().requires_grad_()
+    fn(xg).backward()
+    assert xg.grad is not None
+    finite = torch.isfinite(x)
+    fd = finite_difference(fn, x.clone())
+    torch.testing.assert_close(xg.grad[finite], fd[finite], atol=1e-4, rtol=1e-4)
+    assert (xg.grad[~finite] == 0).all()
+    torch.testing.assert_close(entropy(x).double(), sort_reference(x, 1.0)["entropy"], atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_top_p_entropy_gradient_matches_finite_differences_f64() -> None:
+    x = peaked_logits(6, 13, seed=8).double()
+    sizes = token_features(x, 0.8).nucleus_size
+    assert sizes.max() > 1  # the gradient is non-trivial somewhere
+    w = torch.randn(6, dtype=torch.float64)
+
+    def fn(z: Tensor) -> Tensor:
+        return (top_p_entropy(z, sizes, chunk_size=4).double() * w).sum()
+
+    xg = x.clone().requires_grad_()
+    value = top_p_entropy(xg, sizes, chunk_size=4)
+    torch.testing.assert_close(value.double(), sort_reference(x, 0.8)["top_p_entropy"], atol=1e-5,
+                               rtol=1e-5)
+    (value.double() * w).sum().backward()
+    assert xg.grad is not None
+    # The nucleus is held fixed, as in the penalty: finite differences stay inside it.
+    torch.testing.assert_close(xg.grad, finite_difference(fn, x.clone()), atol=1e-4, rtol=1e-4)
+    outside = torch.ones_like(x, dtype=torch.bool)
+    order = x.argsort(dim=-1, descending=True)
+    for r in range(6):
+        outside[r, order[r, : int(sizes[r])]] = False
+    assert (xg.grad[outside] == 0).all()  # tokens outside the nucleus get no gradient
+
+
+def test_large_nuclei_by_mask_match_the_top_k_path() -> None:
+    g = torch.Generator().manual_seed(11)
+    # Flat (nuclei > 1024), in values a float32 holds exactly, as the features' float32
+    # boundary logit does: the mask then holds exactly |N| tokens.
+    x = (torch.randn(10, 3000, generator=g, dtype=torch.float64) * 0.5).float().double()
+    x[0, :5] += 12.0  # one peaked row in the same chunk goes the top-k way
+    x[1] = 0.0  # all tied: the mask would hold 3000 tokens, not |N|: falls back to the top-k
+    f = token_features(x, 0.9005)  # p * V not an integer: no rounding tie on row 1
+    assert int((f.nucleus_size > 1024).sum()) == 9
+    w = torch.randn(10, dtype=torch.float64, generator=g)
+    grads, values = [], []
+    for boundary in (None, f.nucleus_min_logit):
+        xg = x.clone().requires_grad_()
+        value = top_p_entropy(xg, f.nucleus_size, nucleus_min_logit=boundary, chunk_size=4)
+        (value * w).sum().backward()
+        assert xg.grad is not None
+        grads.append(xg.grad)
+        values.append(value.detach())
+    torch.testing.assert_close(values[1], values[0], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(values[1], sort_reference(x, 0.9005)["top_p_entropy"], atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_flat_top_p_entropy_by_mask_matches_float64_reference_and_gradient() -> None:
+    x = flat_rows(6, 4001, seed=23).double()
+    x[2, 3000:] = -torch.inf
+    f = token_features(x, 0.9)
+    assert bool((f.nucleus_size > 1024).all())
+    xg = x.clone().requires_grad_()
+    w = torch.randn(6, dtype=torch.float64)
+    value = top_p_entropy(xg, f.nucleus_size, nucleus_min_logit=f.nucleus_min_logit)
+    (value * w).sum().backward()
+    assert xg.grad is not None
+    torch.testing.assert_close(value.detach(), sort_reference(x, 0.9)["top_p_entropy"], atol=1e-9,
+                               rtol=1e-9)
+    # Brute force: dH^p/dz = -q (log q + H^p) inside the nucleus, 0 outside.
+    grad = torch.zeros_like(x)
+    for r in range(6):
+        order = x[r].argsort(descending=True)[: int(f.nucleus_size[r])]
+        logq = torch.log_softmax(x[r, order], -1)
+        grad[r, order] = -logq.exp() * (logq + value[r].detach()) * w[r]
+    torch.testing.assert_close(xg.grad, grad, atol=1e-12, rtol=1e-9)
+    assert bool(torch.isfinite(xg.grad).all())
