@@ -19,7 +19,7 @@ the logits' gradient in one pass:
         S = sum e,  H^p = log S - sum e a / S         d/dz = e (alpha a + beta),
         alpha = -1 / S,  beta = -alpha (log S - H^p)  (per unit upstream gradient)
         (where the mask holds |N| tokens up to the rounding of the update's logits,
-        `paec.features.mask_is_nucleus`; otherwise the top-|N| logits)
+        `mask_is_nucleus`; otherwise the top-|N| logits)
 
 Positions outside `mask`, and logits positions beyond the tokens (the model's last one),
 get log-prob 0 and gradient 0. The nucleus is piecewise constant in z, so it carries no
