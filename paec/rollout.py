@@ -101,8 +101,10 @@ def sample(model: Any, tokenizer: Any, prompts: dict[str, Tensor], *, group_size
             steps = t + 1
             break
         attn = torch.cat([attn, alive.long()[:, None]], dim=1)  # (B, L)
+        # `cache` (transformers >= 5.24; `past_key_values` before): the KV cache, extended in
+        # place by each call.
         out = model(input_ids=token[:, None], attention_mask=attn, position_ids=next_position,
-                    past_key_values=out.past_key_values, use_cache=True)
+                    cache=out.cache, use_cache=True)
         next_position = next_position + 1
     model.train(was_training)
     completions = tokens[:, :steps]  # (B, T)

