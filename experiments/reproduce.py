@@ -37,7 +37,8 @@ Arms (same seeds, data order, sampling seeds and budget; only the loss differs),
 - `paec_strong` (beyond the issue's arms): PAEC with penalty weight `STRONG_WEIGHT` = 10,
   to tell "the floor mechanism does not work" from "the default weight is too weak to show
   it at this scale".
-- `paec_no_mask`: the penalty on all positions: `quantile = 0` with a hard mask. The
+- `paec_no_mask`: the penalty on all positions: `quantile = 0` with a hard mask over every
+  valid position (`mask_scope = all`, not only those that can decide). The
   threshold is then the smallest valid score (`quantile_threshold` with "higher"
   interpolation takes the ceil(0 * (n - 1)) + 1 = 1st smallest value) and the hard mask is
   1[s_t >= min s] = 1 at every valid position: every weight is exactly 1 (paec/mask.py). H_bar
@@ -74,7 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from paec.callbacks import Callback
-from paec.config import MaskMode, PAECConfig
+from paec.config import MaskMode, MaskScope, PAECConfig
 from paec.data import Example, load_examples
 from paec.train_config import TrainConfig
 
@@ -83,7 +84,8 @@ ARMS: dict[str, str] = {
     "grpo_entropy": "GRPO + global entropy regularisation (loss.entropy_coef)",
     "paec": "PAEC with its defaults",
     "paec_no_penalty": "PAEC's mask and metrics, penalty weight 0 (trains as GRPO)",
-    "paec_no_mask": "PAEC's penalty on all positions (quantile 0, hard mask: every weight 1)",
+    "paec_no_mask": "PAEC's penalty on all positions (quantile 0, hard mask over every "
+                    "valid position: every weight 1)",
     "paec_strong": "PAEC with a 10x penalty weight (beta = 10), beyond the issue's arms",
 }
 """The arms of the experiment, in report order."""
@@ -294,7 +296,8 @@ def arm_config(arm: str, base: TrainConfig) -> TrainConfig:
         return replace(base, use_paec=True, paec=replace(base.paec, penalty_weight=STRONG_WEIGHT))
     if arm == "paec_no_mask":
         return replace(base, use_paec=True,
-                       paec=replace(base.paec, quantile=0.0, mask_mode=MaskMode.HARD))
+                       paec=replace(base.paec, quantile=0.0, mask_mode=MaskMode.HARD,
+                                    mask_scope=MaskScope.ALL))
     raise ValueError(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from paec.anchor import AnchorState
-    from paec.config import EntropyNormalization, MaskMode, PAECConfig
+    from paec.config import EntropyNormalization, MaskMode, MaskScope, PAECConfig
     from paec.features import TokenFeatures, token_features
     from paec.mask import PositionMask, position_mask, position_score
     from paec.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
@@ -25,6 +25,7 @@ _HOME = {
     "AnchorState": "paec.anchor",
     "EntropyNormalization": "paec.config",
     "MaskMode": "paec.config",
+    "MaskScope": "paec.config",
     "PAECConfig": "paec.config",
     "PAECBatch": "paec.penalty",
     "PositionMask": "paec.mask",
@@ -44,6 +45,7 @@ __all__ = [
     "AnchorState",
     "EntropyNormalization",
     "MaskMode",
+    "MaskScope",
     "PAECBatch",
     "PAECConfig",
     "PositionMask",

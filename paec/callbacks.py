@@ -26,7 +26,7 @@ class Callback:
 
     def on_step_end(self, step: int, metrics: dict[str, float],
                     traces: list[dict[str, Any]]) -> None:
-        """After optimiser step `step` with its metrics and optional per-token traces."""
+        """After training step `step` with its metrics and optional per-token traces."""
 
     def on_checkpoint(self, step: int, path: Path, sidecar: dict[str, Any]) -> None:
         """After a checkpoint folder was written (and renamed into place)."""

@@ -1,6 +1,6 @@
 """PAEC hyperparameters: every choice the paper leaves open, named and documented.
 
-Defaults follow ../shared/docs/paec-method.md: values marked [reported] there come from
+Defaults follow docs/method.md: values marked [reported] there come from
 secondary summaries of arXiv 2606.08543; values marked [ours] are this project's defaults
 where nothing is known. The docstring of each field says which.
 """
@@ -32,6 +32,20 @@ class MaskMode(StrEnum):
     """m = 1[s >= q]."""
 
 
+class MaskScope(StrEnum):
+    """Which positions the mask's quantile ranges over, and which can be weighted at all."""
+
+    DECISION = "decision"
+    """The positions that can decide: valid, with a top-p nucleus of two or more tokens. q is
+    the rho-quantile of their scores and every other position gets m = 0, so the mask picks
+    about the top (1 - rho) of the decisions however many near-deterministic positions the
+    batch holds (docs/method.md). [ours]"""
+    ALL = "all"
+    """Every valid position (the form before issue 14). Once more than rho of the positions
+    tie at s ~ 0 (one-token nuclei), q ~ 0 and each of them gets m ~ 0.5: H_bar then measures
+    the share of easy tokens, not the entropy at decisions. Kept for comparison."""
+
+
 @dataclass(frozen=True)
 class PAECConfig:
     """Hyperparameters of Position-Aware Entropy Calibration (see docs/metrics.md for formulas)."""
@@ -46,15 +60,20 @@ class PAECConfig:
     """lambda in s = lambda * Hhat + (1 - lambda) * c; 1 uses entropy only, 0 competition only.
     [reported: a weighted combination; the value is ours]"""
     quantile: float = 0.8
-    """rho: the score threshold is the rho-quantile of s over the valid tokens of the whole
-    optimisation batch, so about (1 - rho) of positions are selected. [reported]"""
+    """rho: the score threshold is the rho-quantile of s over the candidate positions
+    (`mask_scope`) of the whole optimisation batch, so about (1 - rho) of them are selected.
+    [reported: rho = 0.8, the top 20% of positions]"""
     mask_temperature: float = 0.05
     """T_m of the soft mask sigmoid((s - q) / T_m). [ours]"""
     mask_mode: MaskMode = MaskMode.SOFT
     """Soft (sigmoid) or hard (indicator) position mask. [ours: soft]"""
+    mask_scope: MaskScope = MaskScope.DECISION
+    """Positions the quantile ranges over: those with a nucleus of two or more tokens
+    (`decision`), or every valid one (`all`, the diluting form). [ours: decision]"""
     anchor_steps: int = 4
-    """K: the anchor H_0 is the mean masked entropy over the first K optimiser steps; the
-    penalty is off during them. [reported]"""
+    """K: the anchor H_0 is the mean masked entropy over the first K training steps (rollout
+    batches that reached an update, each observed once, whatever `update_epochs` is); the
+    penalty is off during them. [reported: K = 4 steps]"""
     floor_ratio: float = 0.8
     """rho_min: the floor is H_low = rho_min * H_0. [ours]"""
     penalty_weight: float = 1.0
@@ -77,6 +96,8 @@ class PAECConfig:
             EntropyNormalization, self.normalization, "PAECConfig.normalization"))
         object.__setattr__(self, "mask_mode",
                            parse_enum(MaskMode, self.mask_mode, "PAECConfig.mask_mode"))
+        object.__setattr__(self, "mask_scope",
+                           parse_enum(MaskScope, self.mask_scope, "PAECConfig.mask_scope"))
         for name, ok, rule in (
             ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
             ("competition_temperature", self.competition_temperature > 0, "must be > 0"),

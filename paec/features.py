@@ -2,7 +2,7 @@
 the top-two log-probability gap, in one chunked pass, detached. The differentiable entropies
 that carry the gradient of the penalty and of the global entropy bonus are in `paec.scores`.
 
-Definitions (../shared/docs/paec-method.md, docs/metrics.md): for a row of logits z with
+Definitions (docs/method.md, docs/metrics.md): for a row of logits z with
 p = softmax(z), sort p descending; the nucleus N is the smallest prefix whose mass reaches p
 (the top-1 token always belongs to it); q = p / sum_N p inside it, and
 

@@ -323,9 +323,10 @@ def policy_loss(
     cfg.high_entropy_quantile is set (from `entropy`, detached; it multiplies the policy term
     only and leaves the normaliser unchanged, as TRL does); agg: `aggregate` with cfg.aggregation
     and the given whole-batch normalisers. The entropy bonus covers all valid tokens (TRL
-    restricts it to the 80/20 tokens). `entropy_threshold`, if given, replaces the 80/20
-    quantile of this call's tokens: compute it once over the whole optimisation batch with
-    quantile_threshold so that micro-batches share it.
+    restricts it to the 80/20 tokens). With cfg.high_entropy_quantile set, `entropy_threshold`
+    is required: the quantile over the whole optimisation batch, computed once with
+    `quantile_threshold`, so that micro-batches share it. There is no per-call fallback: a
+    quantile of each micro-batch's own tokens silently changes which tokens train (TRL #3833).
     """
     valid = _valid(mask, logp)  # (B, T)
     per_token, metrics = policy_token_loss(cfg.loss_type, logp, old_logp, advantages, mask, cfg,
@@ -334,9 +335,10 @@ def policy_loss(
         if entropy is None:
             raise ValueError("high_entropy_quantile is set: pass `entropy`")
         if entropy_threshold is None:
-            keep = high_entropy_token_mask(entropy, mask, cfg.high_entropy_quantile)  # (B, T)
-        else:
-            keep = (entropy.detach() >= entropy_threshold) & valid  # (B, T)
+            raise ValueError(
+                "high_entropy_quantile is set: pass `entropy_threshold`, the quantile of the "
+                "whole optimisation batch (quantile_threshold over every micro-batch's tokens)")
+        keep = (entropy.detach() >= entropy_threshold) & valid  # (B, T)
         per_token = per_token * keep.to(per_token.dtype)  # (B, T)
         metrics["policy/high_entropy_frac"] = _masked_mean(keep.to(per_token.dtype), valid)
 

@@ -3,8 +3,16 @@
     Hhat_t = H^p_t / log|N_t|  (0 when |N_t| = 1)      or H^p_t   (cfg.normalization)
     c_t    = exp(-(log p1 - log p2) / tau_c)            top-two competition, in [0, 1]
     s_t    = lam * Hhat_t + (1 - lam) * c_t             position score
-    q      = rho-quantile of s over the valid tokens of the whole optimisation batch
-    m_t    = sigmoid((s_t - q) / T_m) * r_t             soft mask   (or 1[s_t >= q] * r_t, hard)
+    d_t    = r_t * 1[|N_t| >= 2]                        can decide (cfg.mask_scope = decision;
+                                                        d_t = r_t with scope = all)
+    q      = rho-quantile of s over {t : d_t} of the whole optimisation batch
+    m_t    = sigmoid((s_t - q) / T_m) * d_t             soft mask   (or 1[s_t >= q] * d_t, hard)
+
+A position whose top-p nucleus is one token makes no decision: its H^p is 0 whatever the
+parameters, so it can neither raise H_bar nor be raised by the penalty. Over every valid
+position (scope `all`), such positions fill the quantile once they are more than rho of the
+batch, q drops to their common score ~ 0 and each of them gets m ~ 0.5, which turns H_bar into
+a measure of how many easy tokens the batch has (issue 14; docs/method.md has the numbers).
 
 Everything here is detached: the mask selects positions, it never carries gradient. The
 quantile is taken once over the whole optimisation batch (all micro-batches), with padding
@@ -19,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from paec.config import EntropyNormalization, MaskMode, PAECConfig
+from paec.config import EntropyNormalization, MaskMode, MaskScope, PAECConfig
 from paec.features import TokenFeatures
 from paec.losses import quantile_threshold
 
@@ -28,10 +36,11 @@ from paec.losses import quantile_threshold
 class PositionMask:
     """The mask of one optimisation batch and the statistics that go with it (detached)."""
 
-    weights: Tensor  # (N,) m_t in [0, 1], 0 at invalid positions
+    weights: Tensor  # (N,) m_t in [0, 1], 0 where d_t is false
     scores: Tensor  # (N,) s_t
     competition: Tensor  # (N,) c_t
-    threshold: Tensor  # () q
+    threshold: Tensor  # () q, +inf when no position can decide
+    candidates: Tensor  # (N,) bool d_t: the positions the quantile ranges over
 
     @property
     def total(self) -> Tensor:
@@ -62,13 +71,22 @@ def position_score(features: TokenFeatures, cfg: PAECConfig) -> tuple[Tensor, Te
     return cfg.score_weight * hhat + (1.0 - cfg.score_weight) * comp, comp
 
 
-def mask_weights(scores: Tensor, threshold: Tensor, valid: Tensor, cfg: PAECConfig) -> Tensor:
-    """m_t from scores (N,), the batch threshold () and the validity mask (N,)."""
+def mask_candidates(features: TokenFeatures, valid: Tensor, scope: MaskScope) -> Tensor:
+    """d_t (N,) bool: the valid positions that the quantile ranges over and that may be
+    weighted: those with a nucleus of two or more tokens (scope `decision`), or all."""
+    if scope is MaskScope.ALL:
+        return valid
+    return valid & (features.nucleus_size > 1)  # (N,)
+
+
+def mask_weights(scores: Tensor, threshold: Tensor, candidates: Tensor,
+                 cfg: PAECConfig) -> Tensor:
+    """m_t from scores (N,), the batch threshold () and the candidate positions (N,) bool."""
     if cfg.mask_mode is MaskMode.HARD:
         m = (scores >= threshold).to(scores.dtype)  # (N,)
     else:
         m = torch.sigmoid((scores - threshold) / cfg.mask_temperature)  # (N,)
-    return m * valid.to(scores.dtype)
+    return m * candidates.to(scores.dtype)
 
 
 def position_mask(
@@ -81,9 +99,10 @@ def position_mask(
             valid = torch.ones(len(features), dtype=torch.bool,
                                device=features.entropy.device)  # (N,)
         scores, comp = position_score(features, cfg)  # (N,), (N,)
-        if not bool(valid.any()):  # nothing to select: no threshold, no weight, no NaN
+        candidates = mask_candidates(features, valid, cfg.mask_scope)  # (N,)
+        if not bool(candidates.any()):  # nothing to select: no threshold, no weight, no NaN
             threshold = torch.tensor(torch.inf, device=scores.device)  # ()
         else:
-            threshold = quantile_threshold(scores, valid, cfg.quantile)  # ()
-        weights = mask_weights(scores, threshold, valid, cfg)  # (N,)
-    return PositionMask(weights, scores, comp, threshold)
+            threshold = quantile_threshold(scores, candidates, cfg.quantile)  # ()
+        weights = mask_weights(scores, threshold, candidates, cfg)  # (N,)
+    return PositionMask(weights, scores, comp, threshold, candidates)

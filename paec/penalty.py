@@ -47,7 +47,7 @@ class PAECBatch:
     features: TokenFeatures
     mask: PositionMask
     valid: Tensor  # (N,) bool
-    masked_entropy: float  # H_bar of the batch, detached
+    masked_entropy: float | None  # H_bar of the batch, detached; None when sum_t m_t = 0
     mask_total: float  # sum_t m_t over the batch, read once (a host sync on a GPU)
     floor: float | None  # H_low, None while the anchor warms up
     anchor: float | None  # H_0
@@ -62,9 +62,12 @@ class PAECBatch:
         mask = position_mask(features, cfg, valid)
         if valid is None:
             valid = torch.ones(len(features), dtype=torch.bool, device=mask.weights.device)
-        h_bar = float(masked_mean_entropy(features.top_p_entropy, mask.weights, cfg.eps))
-        return PAECBatch(features, mask, valid, h_bar, float(mask.total), anchor.floor,
-                         anchor.anchor, cfg)
+        total = float(mask.total)
+        # No position can decide (every nucleus is one token): H_bar is undefined, not 0. The
+        # term then has nothing to act on and the anchor does not observe the step.
+        h_bar = (float(masked_mean_entropy(features.top_p_entropy, mask.weights, cfg.eps))
+                 if total > 0 else None)
+        return PAECBatch(features, mask, valid, h_bar, total, anchor.floor, anchor.anchor, cfg)
 
     @property
     def needs_gradient(self) -> bool:
@@ -72,14 +75,18 @@ class PAECBatch:
         batch's detached H_bar, so above the floor (or while the anchor warms up) and without
         a bonus the term is a constant 0: the trainer then skips the differentiable H^p, a
         pass over every nucleus's logits forward and backward."""
+        if self.masked_entropy is None:
+            return False
         hinge = (self.floor is not None and self.cfg.penalty_weight > 0
                  and self.floor > self.masked_entropy)
         return hinge or self.cfg.entropy_bonus != 0
 
     @property
     def penalty(self) -> float:
-        """L_pen at the batch's H_bar (0 while warming up)."""
-        return 0.0 if self.floor is None else max(0.0, self.floor - self.masked_entropy) ** 2
+        """L_pen at the batch's H_bar (0 while warming up, and with no position weighted)."""
+        if self.floor is None or self.masked_entropy is None:
+            return 0.0
+        return max(0.0, self.floor - self.masked_entropy) ** 2
 
     def loss(self, top_p_entropy: Tensor, index: Tensor | slice) -> Tensor:
         """This micro-batch's share of the PAEC term: `top_p_entropy` (n,) with gradient (from
@@ -89,7 +96,7 @@ class PAECBatch:
         denom = self.mask_total + cfg.eps
         s_mb = (weights * top_p_entropy).sum()  # ()
         term = -cfg.entropy_bonus * s_mb / denom  # ()
-        if self.floor is not None and cfg.penalty_weight > 0:
+        if self.floor is not None and self.masked_entropy is not None and cfg.penalty_weight > 0:
             slope = -2.0 * max(0.0, self.floor - self.masked_entropy)  # dL_pen / dH_bar
             share = float(weights.sum()) / self.mask_total if self.mask_total > 0 else 0.0
             term = term + cfg.penalty_weight * (
@@ -106,15 +113,17 @@ class PAECBatch:
         out = {
             "entropy": float(f.entropy.sum()) / n_valid,
             "entropy/top_p": float(f.top_p_entropy.sum()) / n_valid,
-            "entropy/masked": self.masked_entropy,
             "paec/penalty": self.penalty,
             "paec/mask_mean": float(weights.sum()) / n_valid,
+            "paec/decision_frac": float(self.mask.candidates[valid].sum()) / n_valid,
             "paec/mask_frac_above_half": float((weights > 0.5).sum()) / n_valid,
             "paec/score_threshold": float(self.mask.threshold),
             "paec/competition_mean": float(self.mask.competition[valid].sum()) / n_valid,
             "paec/nucleus_size_mean": float(f.nucleus_size.sum()) / n_valid,
             "paec/active": float(self.floor is not None),
         }
+        if self.masked_entropy is not None:  # undefined when no position is weighted
+            out["entropy/masked"] = self.masked_entropy
         if self.anchor is not None and self.floor is not None:
             out["paec/anchor"] = self.anchor
             out["paec/floor"] = self.floor

@@ -294,8 +294,8 @@ class Trainer:
             self.scheduler.step()
         metrics = self._feature_metrics(entropies, features, paec_batch) | sums
         metrics["train/grad_norm"] = grad_norm
-        if paec_batch is not None:
-            self.anchor.observe(paec_batch.masked_entropy)
+        if paec_batch is not None and paec_batch.masked_entropy is not None:
+            self.anchor.observe(paec_batch.masked_entropy)  # once per training step
         return metrics, self._traces(ids, mask, offsets, entropies, features, paec_batch)
 
     def _old_pass(self, roll: RolloutBatch, ids: Tensor, mask: Tensor,

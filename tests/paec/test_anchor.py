@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from paec.anchor import AnchorState
+from paec.anchor import AnchorMismatch, AnchorState
 
 
 def test_anchor_is_the_mean_of_the_first_k_steps_then_frozen() -> None:
@@ -26,7 +26,7 @@ def test_state_round_trips_through_json_mid_warmup() -> None:
     state = AnchorState(warmup_steps=4, floor_ratio=0.7)
     state.observe(1.5)
     state.observe(0.5)
-    restored = AnchorState(warmup_steps=1, floor_ratio=0.1)
+    restored = AnchorState(warmup_steps=4, floor_ratio=0.7)
     restored.load_state_dict(json.loads(json.dumps(state.state_dict())))
     assert restored == state
     for s in (state, restored):
@@ -39,3 +39,15 @@ def test_state_round_trips_through_json_mid_warmup() -> None:
 def test_non_finite_entropy_is_refused() -> None:
     with pytest.raises(ValueError, match="finite"):
         AnchorState(warmup_steps=2, floor_ratio=0.8).observe(math.nan)
+
+
+@pytest.mark.parametrize(("field", "warmup", "ratio"), [("anchor_steps", 2, 0.7),
+                                                        ("floor_ratio", 4, 0.9)])
+def test_a_resume_with_another_k_or_floor_ratio_is_refused_naming_the_field(
+        field: str, warmup: int, ratio: float) -> None:
+    state = AnchorState(warmup_steps=4, floor_ratio=0.7)
+    state.observe(1.5)
+    changed = AnchorState(warmup_steps=warmup, floor_ratio=ratio)
+    with pytest.raises(AnchorMismatch, match=rf"PAECConfig\.{field} is .* built with"):
+        changed.load_state_dict(state.state_dict())
+    assert changed.steps_seen == 0 and changed.anchor is None  # nothing half-restored

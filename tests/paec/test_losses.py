@@ -257,8 +257,10 @@ def test_micro_batch_invariance(mode: LossAggregation, loss_type: PolicyLossType
     cfg = PolicyLossConfig(loss_type=loss_type, aggregation=mode, kl_coef=0.1, entropy_coef=0.01,
                            high_entropy_quantile=0.5)
     full = _random_batch()
+    full_thr = quantile_threshold(full["entropy"].detach(), full["mask"], 0.5)
     full_loss, _ = policy_loss(full["logp"], full["old_logp"], full["advantages"], full["mask"],
-                               cfg, entropy=full["entropy"], ref_logp=full["ref_logp"])
+                               cfg, entropy=full["entropy"], ref_logp=full["ref_logp"],
+                               entropy_threshold=full_thr)
     full_loss.backward()
 
     micro = _random_batch()
@@ -308,7 +310,8 @@ def test_high_entropy_mask_multiplies_policy_loss_with_unchanged_normaliser() ->
     adv = torch.tensor([1.0], dtype=F64)
     entropy = torch.tensor([[0.1, 0.5, 0.3, 0.9, 0.7]], dtype=F64)
     cfg = PolicyLossConfig(high_entropy_quantile=0.8)
-    loss, m = policy_loss(logp, old, adv, mask, cfg, entropy=entropy)
+    threshold = quantile_threshold(entropy, mask, 0.8)
+    loss, m = policy_loss(logp, old, adv, mask, cfg, entropy=entropy, entropy_threshold=threshold)
     # q = 0.8 over 5 tokens: rank ceil(0.8 * 4) = 4 -> threshold 0.9, only token 3 is kept;
     # token-mean still divides by 5: (-1) / 5
     assert loss.item() == pytest.approx(-0.2)
@@ -388,6 +391,10 @@ def test_missing_inputs_raise() -> None:
         policy_loss(logp, old, adv, mask, PolicyLossConfig(kl_coef=0.1))
     with pytest.raises(ValueError, match="entropy"):
         policy_loss(logp, old, adv, mask, PolicyLossConfig(high_entropy_quantile=0.8))
+    # No silent per-micro-batch quantile: the whole batch's threshold must be passed.
+    with pytest.raises(ValueError, match="entropy_threshold"):
+        policy_loss(logp, old, adv, mask, PolicyLossConfig(high_entropy_quantile=0.8),
+                    entropy=torch.rand_like(logp))
     with pytest.raises(ValueError, match="advantages"):
         grpo_token_loss(logp, old, torch.ones(3), mask)
 
