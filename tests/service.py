@@ -4,6 +4,7 @@ server on a free port (in a thread of the test process), tenants with API keys."
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
 import threading
@@ -23,7 +24,8 @@ from store.tenants import create_key, create_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_TEST_URL = "redis://127.0.0.1:6379/14"
+# Overridable, so that two test sessions on one machine do not share queues.
+REDIS_TEST_URL = os.environ.get("PAEC_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 def free_port() -> int:

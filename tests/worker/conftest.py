@@ -28,7 +28,8 @@ from store.models import Job
 from store.settings import Settings
 from tests.service import ROOT, ThreadedServer, fresh_postgres, migrate, new_tenant_key
 
-BROKER = "redis://127.0.0.1:6379/13"
+# Overridable, so that two test sessions on one machine do not share queues.
+BROKER = os.environ.get("PAEC_TEST_BROKER_URL", "redis://127.0.0.1:6379/13")
 
 # Small, fast jobs: a few tenths of a second per step on the tiny model.
 TINY_HYPERPARAMETERS: dict[str, Any] = {
