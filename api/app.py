@@ -17,12 +17,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
-from api import telemetry
+from api import logs, openapi, telemetry
 from api.deps import Services
-from api.middleware import RequestContext
+from api.middleware import RETRY_AFTER_S, UNAVAILABLE_MESSAGE, RequestContext
 from api.routes import ROUTERS
-from store.db import make_engine, make_sessionmaker
+from store.db import UNAVAILABLE, make_engine, make_sessionmaker
 from store.errors import ServiceError
 from store.queue import CeleryQueue, TaskQueue
 from store.settings import Settings
@@ -51,9 +52,20 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or str(loc[0] if loc else "")
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method that some route of the app serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and \
+                route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = None) -> FastAPI:
     """The application with its routes, services and error handlers."""
     settings = settings or Settings()
+    logs.configure(settings.log_format)
     engine = make_engine(settings.resolved_database_url)
     services = Services(
         settings=settings, engine=engine, sessions=make_sessionmaker(engine),
@@ -81,6 +93,19 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
         return error_response(exc.status_code, exc.message, type_=exc.error_type, code=exc.code,
                               param=exc.param, retryable=exc.retryable, headers=headers)
 
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A dead server or connection, a full pool: retryable, as /ready reports it (issue
+        # 15 item 15), instead of a 500.
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc, extra={
+            "request_id": request.state.request_id, "method": request.method,
+            "path": logs.escape_path(request.url.path)})
+        return error_response(503, UNAVAILABLE_MESSAGE, type_="server_error",
+                              code="unavailable", retryable=True,
+                              headers={"retry-after": str(RETRY_AFTER_S)})
+
+    for error_class in UNAVAILABLE:
+        app.add_exception_handler(error_class, _database_unavailable)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -101,14 +126,21 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
                 413: "payload_too_large"}.get(exc.status_code, "http_error")
         message = str(exc.detail) if exc.status_code != 404 else (
             f"no route {request.method} {request.url.path}")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110: `Allow` lists every method of the resource. Starlette's router sets it
+            # from the first route whose path matched, which misses the methods of the
+            # path's other routes (GET and DELETE of /v1/files/{id} are two routes).
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return error_response(exc.status_code, message, type_="invalid_request_error",
-                              code=code, retryable=False)
+                              code=code, retryable=False, headers=headers)
 
     for router in ROUTERS:
         app.include_router(router)
     telemetry.install(app)
+    openapi.install(app)
     # Outermost: every response, errors included, carries the request id.
-    app.add_middleware(RequestContext, settings=settings)
+    app.add_middleware(RequestContext, settings=settings, services=services)
     return app
 
 

@@ -41,10 +41,14 @@ def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterato
         yield session
 
 
-def get_tenant(services: Annotated[Services, Depends(get_services)],
+def get_tenant(request: Request, services: Annotated[Services, Depends(get_services)],
                session: Annotated[Session, Depends(get_session)],
                authorization: Annotated[str | None, Header()] = None) -> Tenant:
-    """The caller's tenant (401 in the OpenAI envelope without a valid key)."""
+    """The caller's tenant (401 in the OpenAI envelope without a valid key). Requests with a
+    body were authenticated by api/middleware.py before it was read: that tenant is reused."""
+    tenant: Tenant | None = getattr(request.state, "tenant", None)
+    if tenant is not None:
+        return tenant
     return authenticate(session, authorization, cache_s=services.settings.auth_cache_s)
 
 

@@ -33,7 +33,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -173,38 +172,16 @@ def main() -> None:
 
     import httpx
 
-    from store.db import make_engine, make_sessionmaker, transaction
-    from store.tenants import create_key, create_tenant
-    from tests.service import free_port, fresh_postgres, make_job, migrate
-
-    with fresh_postgres("paec_load") as url, tempfile.TemporaryDirectory() as data_dir:
-        migrate(url)
-        engine = make_engine(url)
-        sessions = make_sessionmaker(engine)
-        with transaction(sessions) as session:
-            tenant = create_tenant(session, "load")
-            key = create_key(session, tenant).secret
-        job_id = make_job(sessions, tenant.id, status="running", total_steps=10_000)
-        engine.dispose()
+    with polling.served_job("paec_load") as served:
+        url, job_id, key, port, api = (served.database_url, served.job_id, served.key,
+                                       served.port, served.api)
         poll_path = f"/v1/fine_tuning/jobs/{job_id}"
         stream_path = f"/api/jobs/{job_id}/stream"
-        dataset = Path(data_dir) / "big.jsonl"
+        dataset = Path(served.data_dir) / "big.jsonl"
         _write_dataset(dataset, args.upload_mb)
-
-        port = free_port()
-        api = polling._start_api(url, port, 1, data_dir)
         writer = None
         results = []
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if api.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the API did not start") from None
-                    time.sleep(0.2)
             httpx.get(f"http://127.0.0.1:{port}{poll_path}",
                       headers={"Authorization": f"Bearer {key}"}).raise_for_status()
             rss_before = _rss_kb(api.pid)
@@ -230,8 +207,6 @@ def main() -> None:
             if writer is not None:
                 writer.terminate()
                 writer.join(timeout=10)
-            api.terminate()
-            api.wait(timeout=30)
 
     print(json.dumps({
         "summary": True, "rss_before_mb": round(rss_before / 1024, 1),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -40,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,10 +143,62 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _start_api(url: str, port: int, workers: int, data_dir: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PAEC_DATABASE_URL": url, "PAEC_DATA_DIR": data_dir,
            "PAEC_BROKER_URL": "redis://127.0.0.1:6379/14"}
+    # The API writes a JSON access line per request to stderr: into a file beside the data,
+    # not the benchmark's terminal.
+    log = open(Path(data_dir) / "api.log", "ab")  # noqa: SIM115 (the server's lifetime)
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
-         str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env)
+         str(port), "--workers", str(workers), "--log-level", "warning"],
+        cwd=ROOT, env=env, stderr=log)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A database with one tenant's running job, and the API serving it."""
+
+    database_url: str
+    data_dir: str
+    job_id: str
+    key: str
+    port: int
+    api: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def served_job(prefix: str, workers: int = 1) -> Iterator[Served]:
+    """A fresh migrated Postgres database holding a tenant, its key and a running job, and
+    `uvicorn api.app:app` serving it once /health answers; both removed afterwards."""
+    import httpx
+
+    from store.db import make_engine, make_sessionmaker, transaction
+    from store.tenants import create_key, create_tenant
+    from tests.service import free_port, fresh_postgres, make_job, migrate
+
+    with fresh_postgres(prefix) as url, tempfile.TemporaryDirectory() as data_dir:
+        migrate(url)
+        engine = make_engine(url)
+        sessions = make_sessionmaker(engine)
+        with transaction(sessions) as session:
+            tenant = create_tenant(session, prefix)
+            key = create_key(session, tenant).secret
+        job_id = make_job(sessions, tenant.id, status="running", total_steps=10_000)
+        engine.dispose()
+        port = free_port()
+        api = _start_api(url, port, workers, data_dir)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if api.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("the API did not start") from None
+                    time.sleep(0.2)
+            yield Served(url, data_dir, job_id, key, port, api)
+        finally:
+            api.terminate()
+            api.wait(timeout=30)
 
 
 def main() -> None:
@@ -164,34 +219,11 @@ def main() -> None:
 
     import httpx
 
-    from store.db import make_engine, make_sessionmaker, transaction
-    from store.tenants import create_key, create_tenant
-    from tests.service import free_port, fresh_postgres, make_job, migrate
-
-    with fresh_postgres("paec_bench") as url, tempfile.TemporaryDirectory() as data_dir:
-        migrate(url)
-        engine = make_engine(url)
-        sessions = make_sessionmaker(engine)
-        with transaction(sessions) as session:
-            tenant = create_tenant(session, "bench")
-            key = create_key(session, tenant).secret
-        job_id = make_job(sessions, tenant.id, status="running", total_steps=10_000)
-        engine.dispose()
+    with served_job("paec_bench", args.workers) as served:
+        url, job_id, key, port = served.database_url, served.job_id, served.key, served.port
         path = ROUTES[args.route].format(job_id=job_id)
-
-        port = free_port()
-        api = _start_api(url, port, args.workers, data_dir)
         writer: multiprocessing.Process | None = None
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if api.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the API did not start") from None
-                    time.sleep(0.2)
             check = httpx.get(f"http://127.0.0.1:{port}{path}",
                               headers={"Authorization": f"Bearer {key}"})
             if check.status_code != 200:
@@ -211,8 +243,6 @@ def main() -> None:
         finally:
             if writer is not None:
                 writer.join(timeout=10)
-            api.terminate()
-            api.wait(timeout=30)
 
     ms = sorted(v * 1000 for v in latencies)
     print(json.dumps({

@@ -16,6 +16,12 @@ ENV PYTHONUNBUFFERED=1 \
     WEB_CONCURRENCY=1 \
     PAEC_DATA_DIR=/var/lib/paec
 
+# bubblewrap: the isolation of python graders, which the API runs on /graders/validate and
+# /graders/run (paec/sandbox.py; without it, python graders are refused).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
 # The same uid as the worker image, so that the shared artifacts volume is writable by both.
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin paec \
     && mkdir -p /var/lib/paec/artifacts \

@@ -29,6 +29,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # Ubuntu 22.04 ships Python 3.10; the project needs 3.11 (its jammy-updates package).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
+        bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv \
     && pip install --upgrade pip

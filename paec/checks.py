@@ -22,4 +22,32 @@ def parse_enum(cls: type[E], value: object, where: str) -> E:
 def require(ok: bool, where: str, rule: str, value: object) -> None:
     """Raise "<where> <rule>, got <value>" unless `ok`; a NaN never passes."""
     if not ok or (isinstance(value, float) and math.isnan(value)):
-        raise ValueError(f"{where} {rule}, got {value!r}")
+        shown = repr(value)  # a hostile value (a 4,000-digit int) is not echoed whole
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ValueError(f"{where} {rule}, got {shown}")
+
+
+def require_int(value: object, where: str, low: int, high: int) -> None:
+    """Raise unless `value` is an int (not a bool, not a float such as 1e20) in [low, high]:
+    "<where> must be an integer in [low, high], got <value>". Every integer a config holds
+    has an upper bound, so that nothing reaches a database column or an allocation unbounded
+    (issue 15)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    require(ok, where, f"must be an integer in [{low}, {high}]", value)
+
+
+def require_finite(value: object, where: str, rule: str, ok: bool) -> None:
+    """Raise unless `value` is a finite real number (not a bool) and `ok`: "<where> must be
+    a finite number <rule>, got <value>" (rule: "in (0, 1]", "> 0", ...)."""
+    require(is_finite_number(value) and ok, where, f"must be a finite number {rule}", value)
+
+
+def is_finite_number(value: object) -> bool:
+    """Whether `value` is an int or float (not a bool) that is a finite float: an int past
+    the float range (10**400) is not, and does not raise OverflowError here."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False

@@ -11,7 +11,13 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from paec.checks import parse_enum, require
+from paec.checks import parse_enum, require_finite, require_int
+
+MAX_ANCHOR_STEPS = 1_000_000
+MAX_TOP_K = 1 << 20
+MAX_CHUNK_SIZE = 1 << 20
+"""Upper bounds of PAECConfig's integers (a vocabulary, a step count and a batch of logits
+rows are all far below them)."""
 
 
 class EntropyNormalization(StrEnum):
@@ -99,21 +105,23 @@ class PAECConfig:
         object.__setattr__(self, "mask_scope",
                            parse_enum(MaskScope, self.mask_scope, "PAECConfig.mask_scope"))
         for name, ok, rule in (
-            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
-            ("competition_temperature", self.competition_temperature > 0, "must be > 0"),
-            ("score_weight", 0.0 <= self.score_weight <= 1.0, "must be in [0, 1]"),
-            ("quantile", 0.0 <= self.quantile <= 1.0, "must be in [0, 1]"),
-            ("mask_temperature", self.mask_temperature > 0, "must be > 0"),
-            ("anchor_steps", self.anchor_steps >= 1, "must be >= 1"),
-            ("floor_ratio", 0.0 <= self.floor_ratio <= 1.0, "must be in [0, 1]"),
-            ("penalty_weight", self.penalty_weight >= 0, "must be >= 0"),
-            ("entropy_bonus", self.entropy_bonus >= 0, "must be >= 0"),
-            ("top_k", self.top_k >= 2, "must be >= 2"),
-            ("chunk_size", self.chunk_size is None or self.chunk_size >= 1,
-             "must be >= 1 or None"),
-            ("eps", self.eps > 0, "must be > 0"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "in (0, 1]"),
+            ("competition_temperature", self.competition_temperature > 0, "> 0"),
+            ("score_weight", 0.0 <= self.score_weight <= 1.0, "in [0, 1]"),
+            ("quantile", 0.0 <= self.quantile <= 1.0, "in [0, 1]"),
+            ("mask_temperature", self.mask_temperature > 0, "> 0"),
+            ("floor_ratio", 0.0 <= self.floor_ratio <= 1.0, "in [0, 1]"),
+            ("penalty_weight", self.penalty_weight >= 0, ">= 0"),
+            ("entropy_bonus", self.entropy_bonus >= 0, ">= 0"),
+            ("eps", 0 < self.eps < 1, "in (0, 1)"),
         ):
-            require(ok, f"PAECConfig.{name}", rule, getattr(self, name))
+            require_finite(getattr(self, name), f"PAECConfig.{name}", rule, ok)
+        # Integers are bounded above too (issue 15): K past any run's steps, and top_k /
+        # chunk_size past any vocabulary or batch, only ever cost memory.
+        require_int(self.anchor_steps, "PAECConfig.anchor_steps", 1, MAX_ANCHOR_STEPS)
+        require_int(self.top_k, "PAECConfig.top_k", 2, MAX_TOP_K)
+        if self.chunk_size is not None:
+            require_int(self.chunk_size, "PAECConfig.chunk_size", 1, MAX_CHUNK_SIZE)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (enums as strings)."""

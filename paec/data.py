@@ -20,6 +20,7 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -29,6 +30,15 @@ ROLES = ("system", "developer", "user", "assistant")
 """Message roles accepted in prompts (those of the OpenAI chat format)."""
 
 _BOM = "\ufeff"
+
+MAX_ROW_DEPTH = 32
+"""Levels of arrays and objects a row may nest (the row itself is level 1). A row 5,000
+levels deep crashed the upload with a RecursionError (issue 15); graders and the sandbox
+recurse over items too."""
+_TOO_DEEP = f"nests arrays and objects deeper than {MAX_ROW_DEPTH} levels"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = ("holds a lone surrogate (a \\ud800-\\udfff escape that is not half of a "
+                   "pair), which is not text")
 
 
 @dataclass(frozen=True)
@@ -67,22 +77,33 @@ class RowError:
 
 
 class DatasetError(ValueError):
-    """A dataset that cannot be used; ``errors`` lists every bad row (empty when the problem
-    is not about rows, such as an unknown built-in task)."""
+    """A dataset that cannot be used; ``errors`` lists the bad rows' errors, the first
+    ``max_errors`` of them when scanned from a file (empty when the problem is not about
+    rows, such as an unknown built-in task); ``total_errors`` and ``bad_rows`` count them
+    all."""
 
-    def __init__(self, message: str, errors: Sequence[RowError] = ()) -> None:
+    def __init__(self, message: str, errors: Sequence[RowError] = (), *,
+                 total_errors: int | None = None, bad_rows: int | None = None) -> None:
         super().__init__(message)
         self.errors: list[RowError] = list(errors)
+        self.total_errors = len(self.errors) if total_errors is None else total_errors
+        self.bad_rows = len({e.line for e in self.errors}) if bad_rows is None else bad_rows
 
     @classmethod
-    def from_rows(cls, errors: Sequence[RowError], *, max_errors: int = 50) -> DatasetError:
-        """An error whose message lists the first ``max_errors`` row errors, then a count."""
-        rows = len({e.line for e in errors})
-        head = f"invalid dataset: {len(errors)} error(s) in {rows} row(s)"
-        lines = [f"  {e}" for e in errors[:max_errors]]
-        if len(errors) > max_errors:
-            lines.append(f"  ... and {len(errors) - max_errors} more")
-        return cls("\n".join([head, *lines]), errors)
+    def from_rows(cls, errors: Sequence[RowError], *, max_errors: int = 50,
+                  total_errors: int | None = None, bad_rows: int | None = None
+                  ) -> DatasetError:
+        """An error whose message lists the first ``max_errors`` row errors, then a count.
+        ``errors`` may be only the first of ``total_errors`` in ``bad_rows`` rows (the
+        default: all of them)."""
+        total = len(errors) if total_errors is None else total_errors
+        rows = len({e.line for e in errors}) if bad_rows is None else bad_rows
+        head = f"invalid dataset: {total} error(s) in {rows} row(s)"
+        shown = errors[:max_errors]
+        lines = [f"  {e}" for e in shown]
+        if total > len(shown):
+            lines.append(f"  ... and {total - len(shown)} more")
+        return cls("\n".join([head, *lines]), shown, total_errors=total, bad_rows=rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,11 +164,22 @@ def _load_lines(lines: Iterable[str | bytes], *, max_errors: int) -> list[Exampl
 def _scan_lines(lines: Iterable[str | bytes], *, max_errors: int,
                 keep: Callable[[Example], None]) -> int:
     """Parse every line, hand each valid row to `keep`, and return their number; raise
-    `DatasetError` listing every bad row once the whole input was read."""
+    `DatasetError` once the whole input was read if any row is bad.
+
+    Only the first ``max_errors`` row errors are kept, and the rest counted: a file of
+    millions of bad rows costs no more memory than one of fifty (issue 15, item 7)."""
     if max_errors < 1:
         raise ValueError(f"max_errors must be >= 1, got {max_errors}")
     count = 0
     errors: list[RowError] = []
+    total_errors = bad_rows = 0
+
+    def bad(row_errors: Sequence[RowError]) -> None:
+        nonlocal total_errors, bad_rows
+        total_errors += len(row_errors)
+        bad_rows += 1
+        errors.extend(row_errors[:max_errors - len(errors)])
+
     seen_any = False
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
@@ -155,7 +187,7 @@ def _scan_lines(lines: Iterable[str | bytes], *, max_errors: int,
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 seen_any = True
-                errors.append(RowError(number, "", f"not valid UTF-8 (byte {exc.start})"))
+                bad([RowError(number, "", f"not valid UTF-8 (byte {exc.start})")])
                 continue
         else:
             text = raw
@@ -170,11 +202,12 @@ def _scan_lines(lines: Iterable[str | bytes], *, max_errors: int,
             count += 1
             keep(result)
         else:
-            errors.extend(result)
+            bad(result)
     if not seen_any:
-        errors.append(RowError(0, "", "no rows: the file is empty or holds only blank lines"))
-    if errors:
-        raise DatasetError.from_rows(errors, max_errors=max_errors)
+        bad([RowError(0, "", "no rows: the file is empty or holds only blank lines")])
+    if total_errors:
+        raise DatasetError.from_rows(errors, max_errors=max_errors, total_errors=total_errors,
+                                     bad_rows=bad_rows)
     return count
 
 
@@ -191,8 +224,13 @@ def parse_row(text: str, line: int) -> Example | list[RowError]:
         return [RowError(line, "", f"invalid JSON: {exc.msg} (column {exc.colno})")]
     except ValueError as exc:
         return [RowError(line, "", f"invalid JSON: {exc}")]
+    except RecursionError:  # json's C scanner refuses ~1,000 levels this way
+        return [RowError(line, "", _TOO_DEEP)]
     if not isinstance(row, dict):
         return [RowError(line, "", f"must be a JSON object, got {_json_type(row)}")]
+    problem = _check_values(row, line)
+    if problem is not None:
+        return [problem]
     if "messages" in row:
         errors = _check_messages(row, line)
         messages = [] if errors else [{"role": m["role"], "content": m["content"]}
@@ -206,6 +244,33 @@ def parse_row(text: str, line: int) -> Example | list[RowError]:
     if errors:
         return errors
     return Example(messages=messages, item=row, index=line)
+
+
+def _check_values(row: dict[str, Any], line: int) -> RowError | None:
+    """The first value of the row that nests too deep or holds a lone surrogate (which no
+    UTF-8 encoder takes: the tokenizer and the sandbox failed on it at training time, issue
+    15), as a RowError naming its field; None when there is none. Iterative, so that the
+    walk itself cannot recurse too deep."""
+    stack: list[tuple[object, str, int]] = [(row, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return RowError(line, path, _LONE_SURROGATE)
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_ROW_DEPTH:
+            return RowError(line, path, _TOO_DEEP)
+        if isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+            continue
+        for key, v in value.items():
+            child = f"{path}.{key}" if path else key
+            if _SURROGATE.search(key):
+                return RowError(line, path, f"key {_short(key)}: {_LONE_SURROGATE}")
+            stack.append((v, child, depth + 1))
+    return None
 
 
 def _check_messages(row: dict[str, Any], line: int) -> list[RowError]:

@@ -49,7 +49,8 @@ from paec.sandbox import (
 from paec.templates import SAMPLE_FIELDS, Template, _VariableError
 
 __all__ = [  # the public names, including those of paec.templates, .formula, .grader_errors
-    "ERROR_KEYS", "MAX_FORMULA_CHARS", "MAX_FORMULA_DEPTH", "SAMPLE_FIELDS", "SUPPORTED_METRICS",
+    "ERROR_KEYS", "MAX_FORMULA_CHARS", "MAX_FORMULA_DEPTH", "MAX_GRADERS", "MAX_GRADER_CHARS",
+    "MAX_GRADER_DEPTH", "SAMPLE_FIELDS", "SUPPORTED_METRICS",
     "Formula", "GradeResult", "Grader", "GraderError", "GraderSpec", "MathVerifyGrader",
     "MathVerifySpec", "MultiGrader", "MultiSpec", "PythonGrader", "PythonSpec", "StringCheckGrader",
     "StringCheckSpec", "StringOperation", "Template", "TextSimilarityGrader", "TextSimilaritySpec",
@@ -172,8 +173,38 @@ def _templates(spec: Mapping[str, Any], path: str) -> tuple[Template, Template]:
             Template.parse(_str(spec, "reference", path), f"{path}.reference"))
 
 
+MAX_GRADER_DEPTH = 8
+"""Levels of `multi` a grader may nest (a plain grader is level 1). 300 levels were accepted
+and every later read of the job answered 500 (issue 15); OpenAI's graders nest one level."""
+MAX_GRADERS = 64
+"""Graders in one spec, counting every level (each one grades every sample)."""
+MAX_GRADER_CHARS = 262_144
+"""Size of a grader spec as JSON (python sources included)."""
+
+
 def validate_grader(spec: Mapping[str, Any], path: str = "grader") -> GraderSpec:
-    """The frozen spec of an OpenAI grader object; raises GraderError naming the field."""
+    """The frozen spec of an OpenAI grader object; raises GraderError naming the field.
+
+    Bounded before anything recurses (issue 15): at most MAX_GRADER_DEPTH levels of `multi`,
+    MAX_GRADERS graders in all and MAX_GRADER_CHARS characters as JSON."""
+    checked = _validate(spec, path, 1, [0])
+    try:
+        size = len(json.dumps(spec))  # safe now: the depth is bounded
+    except (TypeError, ValueError) as exc:
+        raise GraderError(path, f"must be plain JSON: {exc}") from None
+    if size > MAX_GRADER_CHARS:
+        raise GraderError(path, f"is {size} characters as JSON; at most {MAX_GRADER_CHARS} "
+                          "are allowed")
+    return checked
+
+
+def _validate(spec: Mapping[str, Any], path: str, depth: int, seen: list[int]) -> GraderSpec:
+    """`validate_grader` of the grader at nesting level `depth`; `seen[0]` counts graders."""
+    if depth > MAX_GRADER_DEPTH:
+        raise GraderError(path, f"graders nest at most {MAX_GRADER_DEPTH} levels deep")
+    seen[0] += 1
+    if seen[0] > MAX_GRADERS:
+        raise GraderError(path, f"a grader holds at most {MAX_GRADERS} graders in all")
     if not isinstance(spec, Mapping):
         raise GraderError(path, f"must be an object, got {type(spec).__name__}")
     kind = spec.get("type")
@@ -206,11 +237,11 @@ def validate_grader(spec: Mapping[str, Any], path: str = "grader") -> GraderSpec
         subs: dict[str, GraderSpec] = {}
         if isinstance(graders, Mapping) and isinstance(graders.get("type"), str):
             # SDK >= 1.83 types `graders` as one grader; the formula names it by its name.
-            sub = validate_grader(graders, f"{path}.graders")
+            sub = _validate(graders, f"{path}.graders", depth + 1, seen)
             subs[sub.name] = sub
         elif isinstance(graders, Mapping) and graders:
             for key, value in graders.items():
-                subs[str(key)] = validate_grader(value, f"{path}.graders.{key}")
+                subs[str(key)] = _validate(value, f"{path}.graders.{key}", depth + 1, seen)
         else:
             raise GraderError(f"{path}.graders", "must be a grader or a non-empty map of "
                               "name to grader")

@@ -6,11 +6,10 @@ validated without torch (the service validates job hyperparameters with them).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from paec.checks import parse_enum, require
+from paec.checks import is_finite_number, parse_enum, require, require_finite
 
 
 class PolicyLossType(StrEnum):
@@ -76,16 +75,19 @@ class PolicyLossConfig:
             value = parse_enum(cls, getattr(self, name), f"PolicyLossConfig.{name}")
             object.__setattr__(self, name, value)
         where = "PolicyLossConfig."
-        require(0.0 <= self.clip_low < 1.0, where + "clip_low", "must be in [0, 1)",
-                self.clip_low)
+        # Every float finite (issue 15): an int past the float range or an inf would only
+        # fail later, inside a training step.
+        require_finite(self.clip_low, where + "clip_low", "in [0, 1)",
+                       0.0 <= self.clip_low < 1.0)
         for name in ("clip_high", "kl_coef", "entropy_coef", "kl_cov_coef"):
             value = getattr(self, name)
-            require(0.0 <= value < math.inf, where + name, "must be in [0, inf)", value)
+            require_finite(value, where + name, ">= 0", value >= 0.0)
         for name in ("clip_cov_ratio", "kl_cov_ratio"):
             value = getattr(self, name)
-            require(0.0 < value <= 1.0, where + name, "must be in (0, 1]", value)
+            require_finite(value, where + name, "in (0, 1]", 0.0 < value <= 1.0)
         q = self.high_entropy_quantile
         require(q is None or 0.0 <= q <= 1.0, where + "high_entropy_quantile",
                 "must be in [0, 1] or None", q)
-        require(-math.inf < self.clip_cov_lb < self.clip_cov_ub < math.inf, where + "clip_cov_lb",
-                "must be finite and < clip_cov_ub", (self.clip_cov_lb, self.clip_cov_ub))
+        lb, ub = self.clip_cov_lb, self.clip_cov_ub
+        require(is_finite_number(lb) and is_finite_number(ub) and lb < ub,
+                where + "clip_cov_lb", "must be finite and < clip_cov_ub", (lb, ub))

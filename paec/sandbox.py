@@ -1,29 +1,57 @@
-"""Out-of-process grading: user `python` graders under resource limits, and math-verify.
+"""Out-of-process grading: user `python` graders in an isolation sandbox, and math-verify.
 
 The parent side (`check_python_source`, `run_python_grader`, `run_math_verify`) starts one
 child process per batch, sends the whole batch as JSON on stdin and reads one JSON line per
 graded sample from stdout, so the results of samples graded before a crash or a kill are kept.
-The child is this very file run as a script, `python -I [-S] paec/sandbox.py`: it imports only
-the standard library at module level, because importing the `paec` package imports torch
-(about 1.8 s) and the child must start in tens of milliseconds.
+The child is this very file run as a script, `python -I [-S] sandbox.py`: it imports only the
+standard library at module level, because importing the `paec` package imports torch (about
+1.8 s) and the child must start in tens of milliseconds.
 
-Isolation, per child (this is damage control for buggy grader code, not a security boundary:
-the child runs as the same user, with the network and the file system it can see):
-- `-I`: no PYTHON* variables, no user site, no script folder on sys.path; `-S` as well when
-  `SandboxLimits.site_packages` is off (then only the standard library can be imported).
-- a fresh temporary working folder (also HOME and TMPDIR), deleted afterwards; an environment
-  holding only PATH, locale and single-threaded BLAS settings;
-- its own session, so that the wall-clock kill reaches everything it spawned;
-- rlimits on address space, CPU seconds, open files, processes, file size and core dumps. The
-  child sets them on itself before it reads the user's source, instead of in `preexec_fn`:
-  Python documents `preexec_fn` as unsafe in a process with threads (the trainer has them),
-  and no user code runs before the limits are in place either way;
+Isolation (issue 15). A python grader's child (its module code on validation included) runs
+under bubblewrap (`bwrap`, Debian package `bubblewrap`), which works in this container both as
+root and unprivileged; `isolation_problem()` says why not where it does not, and python graders
+are then refused with that reason. The flags, per child:
+- `--unshare-net --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try`: loopback
+  is the only network device (no Postgres, Redis or anything else, by TCP or by a unix socket
+  path, which is not mounted either); the child sees only its own processes, so the service is
+  neither visible nor signalable, and when the sandbox's init (bwrap's pid 1) exits, as it does
+  when the grading process exits, the kernel kills everything left in the namespace (a setsid +
+  double-fork daemon included);
+- `--die-with-parent`: if the service (or the thread that started the child) dies, so does the
+  sandbox; `--new-session`: no terminal to push input into;
+- a private mount namespace whose root is an empty tmpfs holding, read-only, the system library
+  folders (`/usr/lib*`, `/lib*`: libc and the interpreter's shared libraries), the Python
+  install (`sys.base_prefix`), the virtual environment with its site-packages only when
+  `SandboxLimits.site_packages` is on, and this script; a fresh `/tmp` tmpfs of TMPFS_BYTES
+  (also HOME, TMPDIR and the working folder), gone with the sandbox; `/proc` of the new PID
+  namespace and a minimal `/dev`. No /etc, no data directory, no source tree;
+- `--clearenv` and an environment of PATH, locale and single-threaded BLAS settings only;
+- a user of its own. As root (the service's usual case) bwrap runs privileged, without a user
+  namespace, so that the uid is a real unprivileged uid on the host: the child starts as root
+  with only CAP_SETUID and CAP_SETGID (`--cap-drop ALL --cap-add ...`) and its first act, before
+  it reads the user's source, is to drop to a uid and gid drawn for this sandbox from
+  [SANDBOX_UID_BASE, SANDBOX_UID_BASE + SANDBOX_UID_COUNT), which clears every capability. A
+  user namespace would not do: bwrap maps the sandbox's uid to the caller's, root, and Linux
+  applies RLIMIT_NPROC to no process of root's. Unprivileged, bwrap uses a user namespace
+  (`--unshare-user --uid 65534 --disable-userns`) mapped to the service's own uid; Linux 5.14+
+  counts RLIMIT_NPROC per user namespace, so it is a per-sandbox count there too (checked on
+  6.18 with 60 processes of the outer uid running: the sandbox still forked up to its limit);
+- rlimits on address space, CPU seconds, open files, processes, file size and core dumps, set
+  by the child on itself after the drop and before it reads the user's source (Python documents
+  `preexec_fn` as unsafe in a process with threads, which the trainer has). With a uid per
+  sandbox, RLIMIT_NPROC is a per-sandbox process count;
 - a per-sample wall-clock alarm (SIGALRM via setitimer) that raises inside `grade`, and a
-  wall-clock limit on the whole process (startup slack + samples x per-sample timeout).
+  wall-clock limit on the whole process (startup slack + samples x per-sample timeout), whose
+  kill of bwrap takes the whole sandbox down (--die-with-parent, then the PID namespace).
 
-math-verify's own timeouts use SIGALRM and so raise outside a main thread. In the child,
-which grades in its main thread, the per-sample alarm bounds it instead (`timeout_s=None`);
-in-process callers pass `timeout_s` and must be in the main thread (see paec.graders).
+Residual risk: the child can still create a user namespace of its own (kernel attack surface,
+not an escape by itself); set `user.max_user_namespaces=0` on a root-run host to close it.
+
+math-verify (our code on tenant text) runs in the same sandbox when the tool works, and else,
+as before issue 15, as a plain child under the rlimits alone (same user, fresh temp folder).
+Its own timeouts use SIGALRM and so raise outside a main thread. In the child, which grades in
+its main thread, the per-sample alarm bounds it instead (`timeout_s=None`); in-process callers
+pass `timeout_s` and must be in the main thread (see paec.graders).
 """
 
 from __future__ import annotations
@@ -36,7 +64,10 @@ import numbers
 import os
 import re
 import resource
+import secrets
+import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -56,8 +87,10 @@ STARTUP_TIMEOUT_S = 10.0
 MAX_OPEN_FILES = 64
 """RLIMIT_NOFILE of the child."""
 MAX_PROCESSES = 256
-"""RLIMIT_NPROC of the child. Linux counts all processes and threads of the user, and does not
-apply it to root: it stops a fork bomb for ordinary users, it is not a per-sandbox count."""
+"""RLIMIT_NPROC of the child. Linux counts all processes and threads of a uid and exempts root:
+in the sandbox run by root, whose uid is its own, it is a per-sandbox count; run unprivileged
+(a user namespace), per sandbox too on Linux 5.14+, where the count is per user namespace; in
+the unisolated math-verify fallback as root, void."""
 MAX_FILE_BYTES = 16 << 20
 """RLIMIT_FSIZE of the child: no file it writes (its stderr log included) grows past 16 MiB."""
 MAX_DETAIL_CHARS = 2000
@@ -67,7 +100,23 @@ MAX_SOURCE_BYTES = 256 << 10
 MATH_VERIFY_TIMEOUT_S = 5
 """Seconds math-verify may spend parsing, and comparing, one sample (its own default)."""
 
+ISOLATION_TOOL = "bwrap"
+"""The isolation tool, bubblewrap, looked up on PATH (Debian: apt-get install bubblewrap)."""
+SANDBOX_UID_BASE = 1 << 30
+"""First uid (and gid) a sandbox run by root may get; no account on a host is expected here."""
+SANDBOX_UID_COUNT = 1 << 20
+"""How many uids sandboxes draw from at random: two concurrent ones share one (and so one
+RLIMIT_NPROC count, nothing else: each has its own namespaces) with odds about 1 in a million."""
+UNPRIVILEGED_SANDBOX_UID = 65534
+"""The uid inside the sandbox (nobody) when the service is not root and bwrap uses a user
+namespace; outside, it is the service's uid."""
+TMPFS_BYTES = 64 << 20
+"""Size of the sandbox's writable /tmp (a tmpfs, gone with the sandbox): 64 MiB."""
+
 _SCRIPT = str(Path(__file__).resolve())
+_CHILD_SCRIPT = "/opt/paec-sandbox/sandbox.py"
+"""Where the sandbox sees this script (read-only)."""
+_SYSTEM_LIB_DIRS = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64")
 _KILL_GRACE_S = 5.0
 
 
@@ -153,7 +202,11 @@ def check_python_source(source: str, limits: SandboxLimits = DEFAULT_LIMITS) -> 
     """
     if len(source.encode()) > MAX_SOURCE_BYTES:
         raise SandboxError(f"source is larger than {MAX_SOURCE_BYTES} bytes")
-    fatal, _ = _run_child({"kind": "python", "source": source, "pairs": []}, 0, limits)
+    problem = isolation_problem()
+    if problem is not None:
+        raise SandboxError(_refusal(problem))
+    fatal, _ = _run_child({"kind": "python", "source": source, "pairs": []}, 0, limits,
+                          isolated=True)
     if fatal is not None:
         raise SandboxError(fatal.detail)
 
@@ -162,14 +215,18 @@ def run_python_grader(source: str, pairs: Sequence[tuple[Mapping[str, Any], Mapp
                       limits: SandboxLimits = DEFAULT_LIMITS) -> list[SampleOutcome]:
     """Grade every `(sample, item)` pair with the source's `grade` in one sandbox process.
 
-    Never raises for a problem in the source or the process: each pair gets a SampleOutcome.
-    The pairs must be JSON-serialisable.
+    Never raises for a problem in the source or the process: each pair gets a SampleOutcome
+    (a SERVER error for all of them where the isolation sandbox cannot run). The pairs must be
+    JSON-serialisable.
     """
     if len(source.encode()) > MAX_SOURCE_BYTES:
         return [SampleOutcome(0.0, SampleError.RUNTIME, f"source is larger than "
                               f"{MAX_SOURCE_BYTES} bytes") for _ in pairs]
+    problem = isolation_problem()
+    if problem is not None:
+        return [SampleOutcome(0.0, SampleError.SERVER, _refusal(problem)) for _ in pairs]
     request = {"kind": "python", "source": source, "pairs": [list(p) for p in pairs]}
-    fatal, outcomes = _run_child(request, len(pairs), limits)
+    fatal, outcomes = _run_child(request, len(pairs), limits, isolated=True)
     return outcomes if fatal is None else [fatal for _ in pairs]
 
 
@@ -178,10 +235,39 @@ def run_math_verify(pairs: Sequence[tuple[str, str]],
     """`math_verify_score` for every `(sample text, reference)` pair, in one child process.
 
     Works from any thread: the time limits are the child's alarm and the parent's wall clock.
+    The child is isolated where the isolation tool works, and else runs under the rlimits alone.
     """
     request = {"kind": "math_verify", "pairs": [list(p) for p in pairs]}
-    fatal, outcomes = _run_child(request, len(pairs), limits)
+    fatal, outcomes = _run_child(request, len(pairs), limits,
+                                 isolated=isolation_problem() is None)
     return outcomes if fatal is None else [fatal for _ in pairs]
+
+
+_PROBE_LIMITS = SandboxLimits(sample_timeout_s=10.0, site_packages=False)
+
+
+@functools.cache
+def isolation_problem() -> str | None:
+    """Why grader children cannot be isolated on this machine, or None if they can.
+
+    The tool must be on PATH and pass a start-up check: a real sandbox whose child confirms it
+    runs as a non-root uid without capabilities, sees no /etc, has no network device but
+    loopback and no process but its own. Checked once per process (a child start, tens of
+    milliseconds); `isolation_problem.cache_clear()` checks again.
+    """
+    if shutil.which(ISOLATION_TOOL) is None:
+        return (f"the isolation tool {ISOLATION_TOOL!r} (bubblewrap) is not installed or not "
+                f"on PATH (Debian: apt-get install bubblewrap)")
+    fatal, outcomes = _run_child({"kind": "probe", "pairs": [[None, None]]}, 1, _PROBE_LIMITS,
+                                 isolated=True)
+    failed = fatal if fatal is not None else outcomes[0]
+    if failed.error is not None:
+        return f"the isolation tool {ISOLATION_TOOL!r} failed its start-up check: {failed.detail}"
+    return None
+
+
+def _refusal(problem: str) -> str:
+    return f"python graders cannot run on this server: {problem}"
 
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -263,6 +349,60 @@ def _child_env(folder: str) -> dict[str, str]:
             "MKL_NUM_THREADS": "1"}
 
 
+def _mount_args(python: str, site_packages: bool) -> list[str]:
+    """bwrap's mount arguments: the folders `python` needs, read-only, and nothing else."""
+    wanted = [sys.base_prefix, os.path.dirname(os.path.realpath(python))]
+    if site_packages:
+        wanted += [sys.prefix, os.path.dirname(python), *site.getsitepackages()]
+    args: list[str] = []
+    for path in _SYSTEM_LIB_DIRS:  # a merged-/usr host's /lib is a symlink to usr/lib
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            wanted.append(path)
+    binds: list[str] = []  # outermost folders only
+    for path in sorted({os.path.abspath(p) for p in wanted if os.path.isdir(p)}):
+        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in binds):
+            binds.append(path)
+    # bwrap creates the folders above a mount point with mode 0700 as root: make them
+    # traversable by the sandbox's uid.
+    parents = sorted({str(parent) for path in [*binds, _CHILD_SCRIPT]
+                      for parent in Path(path).parents if str(parent) != "/"},
+                     key=lambda p: p.count("/"))
+    for parent in parents:
+        if parent not in binds:
+            args += ["--perms", "0755", "--dir", parent]
+    for path in binds:
+        args += ["--ro-bind", path, path]
+    return [*args, "--ro-bind", _SCRIPT, _CHILD_SCRIPT]
+
+
+def _command(limits: SandboxLimits, isolated: bool) -> tuple[list[str], int | None]:
+    """The child's command line, and the uid the child must drop to (root-run sandbox only)."""
+    flags = ["-I", *([] if limits.site_packages else ["-S"])]
+    if not isolated:
+        return [sys.executable, *flags, _SCRIPT], None
+    # Without site-packages the base interpreter runs, so that the venv need not be visible.
+    python = (sys.executable if limits.site_packages
+              else getattr(sys, "_base_executable", sys.executable))
+    tool = shutil.which(ISOLATION_TOOL) or ISOLATION_TOOL
+    drop_to: int | None = None
+    if os.geteuid() == 0:  # privileged mode: a real host uid of its own (see the docstring)
+        drop_to = SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_COUNT)
+        user = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        user = ["--unshare-user", "--uid", str(UNPRIVILEGED_SANDBOX_UID),
+                "--gid", str(UNPRIVILEGED_SANDBOX_UID), "--disable-userns"]
+    cmd = [tool, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+           "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv", *user,
+           "--hostname", "sandbox", *_mount_args(python, limits.site_packages),
+           "--proc", "/proc", "--dev", "/dev",
+           "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    for key, value in _child_env("/tmp").items():
+        cmd += ["--setenv", key, value]
+    return [*cmd, "--", python, *flags, _CHILD_SCRIPT], drop_to
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     # ProcessLookupError: already gone; PermissionError: a zombie group on some kernels.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -280,20 +420,22 @@ def _describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-def _run_child(request: dict[str, Any], n: int, limits: SandboxLimits,
+def _run_child(request: dict[str, Any], n: int, limits: SandboxLimits, *, isolated: bool,
                ) -> tuple[SampleOutcome | None, list[SampleOutcome]]:
-    """Run one child on `request`: (an outcome for every sample if the child never got to
-    grading, else None; one outcome per sample)."""
+    """Run one child on `request`, in the isolation sandbox if `isolated`: (an outcome for
+    every sample if the child never got to grading, else None; one outcome per sample)."""
     wall = limits.wall_timeout_s(n)
-    request = {**request, "sample_timeout_s": limits.sample_timeout_s,
+    cmd, drop_to = _command(limits, isolated)
+    request = {**request, "sample_timeout_s": limits.sample_timeout_s, "uid": drop_to,
                "limits": {"memory_bytes": limits.memory_bytes,
                           "cpu_s": math.ceil(wall) + 1,
                           "max_open_files": limits.max_open_files,
                           "max_processes": limits.max_processes,
                           "max_file_bytes": limits.max_file_bytes}}
     payload = json.dumps(request).encode()
-    cmd = [sys.executable, "-I", *([] if limits.site_packages else ["-S"]), _SCRIPT]
     timed_out, out, stderr_tail, returncode = False, b"", "", None
+    # Isolated, this folder holds only the stderr log and the child never sees it (its /tmp is
+    # a tmpfs of its own); unisolated, it is the child's working folder as well.
     with tempfile.TemporaryDirectory(prefix="paec-sandbox-", ignore_cleanup_errors=True) as tmp:
         err_path = Path(tmp) / ".stderr"
         try:
@@ -366,6 +508,45 @@ class _SampleTimeout(BaseException):
 
 def _on_alarm(signum: int, frame: object) -> None:
     raise _SampleTimeout
+
+
+def _drop_privileges(uid: int | None) -> None:
+    # A root-run sandbox starts the child as root with CAP_SETUID/CAP_SETGID only; moving every
+    # uid to a non-zero one clears all capabilities (capabilities(7)), and no_new_privs (bwrap
+    # sets it) keeps a setuid binary from bringing any back.
+    if uid is None:
+        return
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid, uid, uid) or _effective_caps() != 0:
+        raise SystemExit("sandbox: could not drop privileges")
+
+
+def _effective_caps() -> int:
+    with open("/proc/self/status", encoding="utf-8") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return -1
+
+
+def _probe_isolation() -> SampleOutcome:
+    """The isolation start-up check, run in the sandbox's child (see isolation_problem)."""
+    import socket
+
+    devices = sorted(name for _, name in socket.if_nameindex())
+    processes = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    problems = [problem for failed, problem in [
+        (os.getuid() == 0 or os.geteuid() == 0, "the child runs as root"),
+        (_effective_caps() != 0, "the child holds capabilities"),
+        (os.path.exists("/etc"), "the host's /etc is visible"),
+        (devices != ["lo"], f"network devices {devices}, not only lo"),
+        (len(processes) > 2, f"{len(processes)} processes visible, not only the sandbox's"),
+    ] if failed]
+    if problems:
+        return SampleOutcome(0.0, SampleError.SERVER, "; ".join(problems))
+    return SampleOutcome(1.0)
 
 
 def _apply_limits(limits: Mapping[str, Any]) -> None:
@@ -457,6 +638,7 @@ def _load_grade(source: str, timeout_s: float,
 def _child_main() -> None:
     request = json.loads(sys.stdin.buffer.read())
     sys.stdin.close()
+    _drop_privileges(request["uid"])
     # The protocol gets a private copy of stdout; fd 1 then points at stderr, so the user's
     # prints cannot corrupt it.
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -474,6 +656,10 @@ def _child_main() -> None:
 
         def score_one(sample: Any, item: Any) -> SampleOutcome:
             return SampleOutcome(_as_score(user_grade(sample, item)))
+    elif request["kind"] == "probe":
+
+        def score_one(sample: Any, item: Any) -> SampleOutcome:
+            return _probe_isolation()
     else:
         try:
             import math_verify  # noqa: F401  # fail here, once, not per sample

@@ -14,9 +14,27 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from paec.checks import parse_enum, require
+from paec.checks import parse_enum, require, require_finite, require_int
 from paec.config import PAECConfig
 from paec.loss_config import PolicyLossConfig
+
+MAX_STEPS = 1_000_000
+"""Largest `steps` (and warm-up, checkpoint and evaluation interval)."""
+MAX_DATASET_SIZE = 10_000_000
+"""Largest `train_size` / `validation_size` of a built-in task."""
+MAX_SEED = 2**63 - 1
+MAX_LORA_RANK = 4096
+MAX_PROMPTS_PER_STEP = 4096
+MAX_GROUP_SIZE = 1024
+MAX_NEW_TOKENS = 131_072
+MAX_UPDATE_EPOCHS = 64
+MAX_MICRO_BATCH_SIZE = 4096
+MAX_EVAL_K = 1024
+MAX_TRACE_SAMPLES = 1024
+MAX_LEARNING_RATE = 1.0
+MAX_WEIGHT_DECAY = 10.0
+"""Upper bounds of TrainConfig's fields: far past any run this trainer can do, they exist so
+that no value is unbounded (issue 15)."""
 
 
 class LRSchedule(StrEnum):
@@ -120,31 +138,48 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_schedule",
                            parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
+        # Every integer is bounded above and every float finite (issue 15: 1e9 completions
+        # per prompt, 2^31 steps and a learning rate of 1e302 were accepted). The bounds are
+        # far past any run this trainer can do; an operator's tighter limits for the service
+        # live in store.settings (max_job_*).
+        for name, low, high in (
+            ("train_size", 1, MAX_DATASET_SIZE),
+            ("validation_size", 1, MAX_DATASET_SIZE),
+            ("seed", 0, MAX_SEED),
+            ("lora_rank", 0, MAX_LORA_RANK),
+            ("steps", 1, MAX_STEPS),
+            ("prompts_per_step", 1, MAX_PROMPTS_PER_STEP),
+            ("group_size", 2, MAX_GROUP_SIZE),
+            ("max_new_tokens", 1, MAX_NEW_TOKENS),
+            ("update_epochs", 1, MAX_UPDATE_EPOCHS),
+            ("micro_batch_size", 1, MAX_MICRO_BATCH_SIZE),
+            ("warmup_steps", 0, MAX_STEPS),
+            ("checkpoint_every", 0, MAX_STEPS),
+            ("eval_interval", 0, MAX_STEPS),
+            ("eval_k", 1, MAX_EVAL_K),
+            ("trace_samples", 0, MAX_TRACE_SAMPLES),
+        ):
+            require_int(getattr(self, name), f"TrainConfig.{name}", low, high)
         for name, ok, rule in (
-            ("train_size", self.train_size >= 1, "must be >= 1"),
-            ("validation_size", self.validation_size >= 1, "must be >= 1"),
             ("dtype", self.dtype in ("float32", "bfloat16"), "must be float32 or bfloat16"),
-            ("lora_rank", self.lora_rank >= 0, "must be >= 0 (0: no LoRA)"),
-            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
-            ("steps", self.steps >= 1, "must be >= 1"),
-            ("prompts_per_step", self.prompts_per_step >= 1, "must be >= 1"),
-            ("group_size", self.group_size >= 2, "must be >= 2 (advantages need a group)"),
-            ("max_new_tokens", self.max_new_tokens >= 1, "must be >= 1"),
-            ("temperature", self.temperature > 0, "must be > 0"),
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
-            ("update_epochs", self.update_epochs >= 1, "must be >= 1"),
-            ("micro_batch_size", self.micro_batch_size >= 1, "must be >= 1"),
-            ("learning_rate", self.learning_rate > 0, "must be > 0"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            ("warmup_steps", self.warmup_steps >= 0, "must be >= 0"),
             ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
-            ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
-            ("eval_interval", self.eval_interval >= 0, "must be >= 0"),
-            ("eval_k", self.eval_k >= 1, "must be >= 1"),
-            ("trace_samples", self.trace_samples >= 0, "must be >= 0"),
         ):
             require(ok, f"TrainConfig.{name}", rule, getattr(self, name))
+        for name, ok, rule in (
+            ("lora_alpha", self.lora_alpha > 0, "> 0"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("learning_rate", 0 < self.learning_rate <= MAX_LEARNING_RATE,
+             f"in (0, {MAX_LEARNING_RATE}]"),
+            ("weight_decay", 0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
+             f"in [0, {MAX_WEIGHT_DECAY}]"),
+        ):
+            require_finite(getattr(self, name), f"TrainConfig.{name}", rule, ok)
+        betas = self.adam_betas
+        require(len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1
+                                        for b in betas),
+                "TrainConfig.adam_betas", "must be two numbers in [0, 1)", betas)
 
     @property
     def batch_size(self) -> int:

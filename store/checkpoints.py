@@ -6,6 +6,10 @@ job and step, so a replayed step writes nothing twice) and fetches the newest fu
 to resume (`latest_full_state_checkpoint`, `fetch_checkpoint`). The API lists them in
 OpenAI's `fine_tuning.job.checkpoint` shape and serves the archive for download.
 
+Retention (issue 15, item 13d): after each save the worker keeps the newest
+`settings.keep_checkpoints` full-state checkpoints of the job and every one still of use
+(`prune_checkpoints`); the others' rows are deleted and their archives after the commit.
+
 Names follow OpenAI's scheme, `ft:<base>:<org>:<suffix>:<job id>` for the fine-tuned model
 and the same plus `:ckpt-step-<n>` for a checkpoint; both are model names a tenant may use
 as the base of a job or an evaluation (store.model_names).
@@ -21,14 +25,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store import ids
 from store.db import unix, utcnow
 from store.errors import InvalidRequestError, NotFoundError, ServiceError
-from store.models import Checkpoint, Job
+from store.models import Checkpoint, CheckpointPermission, Evaluation, Job
+from store.states import TERMINAL
 from store.storage import CHUNK, ArtifactStorage, archive_directory, extract_archive
 
 DEFAULT_SUFFIX = "paec"
@@ -130,6 +135,37 @@ def latest_full_state_checkpoint(session: Session, job_id: str) -> Checkpoint | 
     return session.scalar(select(Checkpoint)
                           .where(Checkpoint.job_id == job_id, Checkpoint.full_state)
                           .order_by(Checkpoint.step.desc()).limit(1))
+
+
+def prune_checkpoints(session: Session, job: Job, keep: int) -> list[str]:
+    """Delete the job's full-state checkpoints older than its `keep` newest ones, except
+    those still of use: the final one (the job's last step, its fine-tuned model), any not
+    full-state (an export, kept on purpose), one shared with another tenant, and one that
+    names the model of a job or evaluation that has not finished. Returns the deleted rows'
+    storage keys; the caller deletes those after its commit (a failed commit leaves every
+    checkpoint whole). Does not commit."""
+    rows = list(session.scalars(select(Checkpoint)
+                                .where(Checkpoint.job_id == job.id, Checkpoint.full_state)
+                                .order_by(Checkpoint.step.desc())))
+    old = [row for row in rows[keep:] if row.step != job.total_steps]
+    if not old:
+        return []
+    names = [row.model_name for row in old]
+    shared = set(session.scalars(select(CheckpointPermission.checkpoint_id).where(
+        CheckpointPermission.checkpoint_id.in_([row.id for row in old]))))
+    in_use = set(session.scalars(select(Job.model).where(
+        Job.model.in_(names), Job.status.not_in([str(s) for s in TERMINAL]))))
+    in_use |= set(session.scalars(select(Evaluation.model).where(
+        Evaluation.model.in_(names),
+        or_(Evaluation.status == "queued", Evaluation.status == "running"))))
+    keys = []
+    for row in old:
+        if row.id in shared or row.model_name in in_use:
+            continue
+        keys.append(row.storage_key)
+        session.delete(row)
+    session.flush()
+    return keys
 
 
 def fetch_checkpoint(storage: ArtifactStorage, checkpoint: Checkpoint, target_dir: Path

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, exc
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # Stable constraint names, so that Alembic can drop what it created (SQLAlchemy docs,
@@ -68,13 +68,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        @event.listens_for(engine, "savepoint")
+        def _begin_before_savepoint(connection: Connection, _name: str) -> None:
+            # pysqlite begins a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT
+            # issued after mere SELECTs opened a transaction of its own, and RELEASE then
+            # committed it: an idempotency key claimed in a savepoint was committed at once,
+            # half written (status 0), and concurrent requests replayed it (issue 15 item
+            # 14). BEGIN IMMEDIATE first keeps the savepoint inside the request's
+            # transaction; IMMEDIATE takes the write lock now (waiting up to the busy
+            # timeout), so the transaction never has to upgrade a stale read snapshot.
+            dbapi = connection.connection.dbapi_connection
+            if dbapi is not None and not dbapi.in_transaction:
+                dbapi.execute("BEGIN IMMEDIATE")
+
         return engine
     # No pre-ping (a round trip per checkout); stale connections are recycled instead, and
-    # a request that meets a dead one fails once with a 500 while the pool replaces it.
+    # a request that meets a dead one fails once (a retryable 503) while the pool replaces
+    # it.
     kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError,
+               exc.DisconnectionError)
+"""Errors that mean the database cannot be reached or is not answering (a dead server or
+connection, a full pool, a locked SQLite file): the API answers them 503, retryable."""
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database is unavailable rather than the request wrong."""
+    return isinstance(error, UNAVAILABLE)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

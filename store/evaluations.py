@@ -40,7 +40,7 @@ from paec.data import BUILTIN_TASKS
 from store import ids
 from store.db import unix, utcnow
 from store.errors import InvalidRequestError, InvalidTransitionError, NotFoundError
-from store.files import FINE_TUNE
+from store.files import FINE_TUNE, live_file
 from store.grading import validate_grader_spec
 from store.model_names import resolve_model_name
 from store.models import Evaluation, File
@@ -108,7 +108,8 @@ def _check_dataset(session: Session, tenant_id: str, name: str, param: str) -> N
                                       f"are {', '.join(BUILTIN_TASKS)}", param=param)
         return
     # FOR SHARE, as for a job's files: the file cannot be deleted under a new evaluation.
-    file = session.scalar(select(File).where(File.id == name, File.tenant_id == tenant_id)
+    file = session.scalar(select(File).where(File.id == name, File.tenant_id == tenant_id,
+                                            live_file())
                           .with_for_update(read=True))
     if file is None:
         err = InvalidRequestError(f"no file {name!r}: name one of your uploaded datasets "
@@ -223,29 +224,42 @@ def claim_evaluation(session: Session, evaluation_id: str, worker_id: str
                           .execution_options(populate_existing=True))
 
 
+def evaluation_status(session: Session, evaluation_id: str, worker_id: str) -> str | None:
+    """The status of an evaluation `worker_id` holds (a user may have cancelled it), or None
+    when the worker no longer holds it (cancelled, re-queued by the sweeper, deleted)."""
+    return session.scalar(select(Evaluation.status).where(Evaluation.id == evaluation_id,
+                                                          Evaluation.worker_id == worker_id))
+
+
 def _settle(session: Session, evaluation_id: str, values: Mapping[str, Any],
-            from_: tuple[EvaluationStatus, ...]) -> bool:
-    # Only an active evaluation settles: a cancel that came first is not overwritten.
-    done = session.scalar(
-        update(Evaluation)
-        .where(Evaluation.id == evaluation_id,
-               Evaluation.status.in_([status.value for status in from_]))
-        .values(**values, finished_at=utcnow(), worker_id=None)
-        .returning(Evaluation.seq))
+            from_: tuple[EvaluationStatus, ...], worker_id: str | None) -> bool:
+    # Only an active evaluation settles: a cancel that came first is not overwritten; and
+    # only its holder settles it, so a worker that lost its claim (the sweeper re-queued
+    # the evaluation, another worker runs it now) writes nothing (issue 15, item 13c).
+    query = update(Evaluation).where(Evaluation.id == evaluation_id,
+                                     Evaluation.status.in_([status.value for status in from_]))
+    if worker_id is not None:
+        query = query.where(Evaluation.worker_id == worker_id)
+    done = session.scalar(query.values(**values, finished_at=utcnow(), worker_id=None)
+                          .returning(Evaluation.seq))
     return done is not None
 
 
-def finish_evaluation(session: Session, evaluation_id: str, results: dict[str, Any]) -> bool:
-    """Record the results (module docstring) of a running evaluation as succeeded; False
-    (and nothing written) when it is no longer running, e.g. cancelled meanwhile."""
+def finish_evaluation(session: Session, evaluation_id: str, results: dict[str, Any], *,
+                      worker_id: str) -> bool:
+    """Record the results (module docstring) of a running evaluation `worker_id` holds as
+    succeeded; False (and nothing written) when it is no longer running or no longer held by
+    that worker (cancelled meanwhile, or re-queued by the sweeper)."""
     return _settle(session, evaluation_id, {"status": EvaluationStatus.SUCCEEDED.value,
                                             "results": results, "error": None},
-                   (EvaluationStatus.RUNNING,))
+                   (EvaluationStatus.RUNNING,), worker_id)
 
 
-def fail_evaluation(session: Session, evaluation_id: str, code: str, message: str) -> bool:
-    """Mark a queued or running evaluation failed with `{code, message}` (a sweeper may fail
-    one that never ran); False when it is already finished or cancelled."""
+def fail_evaluation(session: Session, evaluation_id: str, code: str, message: str, *,
+                    worker_id: str | None) -> bool:
+    """Mark a queued or running evaluation failed with `{code, message}`; `worker_id` None
+    means any holder (a sweeper may fail one that never ran), else only that worker's. False
+    when it is already finished or cancelled, or held by another worker."""
     return _settle(session, evaluation_id, {"status": EvaluationStatus.FAILED.value,
                                             "error": {"code": code, "message": message}},
-                   ACTIVE)
+                   ACTIVE, worker_id)

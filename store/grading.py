@@ -10,12 +10,22 @@ the item or the user's code is a reward of 0.0 with an error flag, never an exce
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from paec.graders import Grader, GraderError, GraderSpec, build_grader, grade_batch, validate_grader
+from paec.graders import (
+    ERROR_KEYS,
+    Grader,
+    GraderError,
+    GradeResult,
+    GraderSpec,
+    build_grader,
+    grade_batch,
+    validate_grader,
+)
 from store.errors import InvalidRequestError
 from store.settings import Settings
 
@@ -26,6 +36,8 @@ OPENAI_ERROR_FLAGS = (
     "truncated_observation_error", "unresponsive_reward_error",
 )
 """The boolean flags of RunGraderResponse.metadata.errors (openai-compat a.3.11)."""
+RUN_WORKERS = 4
+"""Dry runs that grade at once; more wait their turn (within their time limit)."""
 
 
 def _rebase(path: str, prefix: str) -> str:
@@ -87,21 +99,58 @@ def validate_grader_spec(spec: object, settings: Settings,
     return plain
 
 
+_RUNNER = concurrent.futures.ThreadPoolExecutor(max_workers=RUN_WORKERS,
+                                                thread_name_prefix="paec-grader-run")
+"""Where dry runs grade: at most RUN_WORKERS at once, whatever the API's own thread pool, so
+that a flood of dry runs cannot take every thread of the API (issue 15, item 8)."""
+
+
+def _check_run_inputs(model_sample: str, item: Mapping[str, Any], max_chars: int) -> None:
+    """A 400 for a dry run's input past `max_chars`: text_similarity's work grows with the
+    product of the two texts' lengths (two 500k-character strings took 23 s of CPU)."""
+    if len(model_sample) > max_chars:
+        raise InvalidRequestError(f"model_sample has {len(model_sample)} characters; a dry "
+                                  f"run takes at most {max_chars} (PAEC_MAX_GRADER_RUN_CHARS)",
+                                  param="model_sample")
+    try:
+        size = len(json.dumps(item))
+    except (RecursionError, TypeError, ValueError):
+        raise InvalidRequestError("item must be a JSON object of plain values nested a few "
+                                  "levels at most", param="item") from None
+    if size > max_chars:
+        raise InvalidRequestError(f"item has {size} characters as JSON; a dry run takes at "
+                                  f"most {max_chars} (PAEC_MAX_GRADER_RUN_CHARS)",
+                                  param="item")
+
+
 def run_grader(spec: object, model_sample: str, item: Mapping[str, Any] | None,
                settings: Settings) -> dict[str, Any]:
     """Grade `model_sample` against `item` (default {}) with the grader; return OpenAI's
     RunGraderResponse.
 
-    An invalid spec raises InvalidRequestError as `validate_grader_spec` does. A failed grade
+    An invalid spec raises InvalidRequestError as `validate_grader_spec` does, and so does a
+    `model_sample` or `item` (as JSON) longer than `settings.max_grader_run_chars` (param
+    `model_sample` / `item`). The grade runs off the request's thread, in a pool of
+    RUN_WORKERS, and answers reward 0 with `timeout_error` after
+    `settings.grader_run_timeout_s` (the grade itself then still ends, its inputs being
+    bounded, but nobody waits for it). A failed grade
     is reward 0.0 with its flag set in `metadata.errors`; a timeout sets our extra flag
     `timeout_error` and OpenAI's `unresponsive_reward_error`. `metadata.error_details` (an
     extra key) says what went wrong, in words.
     """
+    item = dict(item or {})
+    _check_run_inputs(model_sample, item, settings.max_grader_run_chars)
     checked, grader = _check(spec, settings, "grader")
     start = time.perf_counter()
-    results, _ = grade_batch(grader, [model_sample], [dict(item or {})])
+    future = _RUNNER.submit(grade_batch, grader, [model_sample], [item])
+    try:
+        result = future.result(timeout=settings.grader_run_timeout_s)[0][0]
+    except concurrent.futures.TimeoutError:
+        future.cancel()  # a grade not started yet never runs; one running ends by itself
+        result = GradeResult(0.0, errors={key: key == "timeout_error" for key in ERROR_KEYS},
+                             error_details=f"the dry run took longer than "
+                             f"{settings.grader_run_timeout_s:g} s (PAEC_GRADER_RUN_TIMEOUT_S)")
     elapsed = time.perf_counter() - start
-    result = results[0]
     flags = dict(result.errors)
     errors: dict[str, Any] = {key: bool(flags.get(key, False)) for key in OPENAI_ERROR_FLAGS}
     timed_out = bool(flags.get("timeout_error", False))

@@ -15,6 +15,11 @@ sent next to them in `method.reinforcement.hyperparameters` (the client passes u
 through, a.1). Fields the server controls (paths, grader, seed) are refused. Every error
 is an InvalidRequestError whose `param` is the full path of the field.
 
+Bounds (issue 15): TrainConfig bounds every integer and keeps every float finite; on top of
+that the operator's `JobLimits` (PAEC_MAX_JOB_STEPS, PAEC_MAX_JOB_COMPLETIONS_PER_STEP,
+PAEC_MAX_JOB_NEW_TOKENS) cap what a job may ask for, and a job past them is a 400 naming the
+field the request sent (`n_epochs` when the steps came from it).
+
 One extension is not a TrainConfig field: `device` ("any", "gpu" or "cpu"; default "any")
 is the kind of worker the job asks for. It routes the job to a queue (store.queue) and is
 echoed back, but never reaches TrainConfig: the worker's own PAEC_WORKER_DEVICE decides the
@@ -33,11 +38,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from paec.checks import is_finite_number
 from paec.config import PAECConfig
 from paec.loss_config import PolicyLossConfig
 from paec.train_config import TrainConfig
 from store.errors import InvalidRequestError
 from store.queue import DEVICE_ANY, DEVICE_KINDS
+from store.settings import Settings
 
 PARAM = "method.reinforcement.hyperparameters"
 
@@ -67,6 +74,25 @@ _SECTION = {"TrainConfig": "", "PAECConfig": "paec.", "PolicyLossConfig": "loss.
 
 
 @dataclass(frozen=True)
+class JobLimits:
+    """The largest job the operator accepts (store.settings max_job_*; issue 15): TrainConfig's
+    own bounds are far past any real run, these are what this server will train."""
+
+    max_steps: int
+    """Largest number of optimiser steps (PAEC_MAX_JOB_STEPS)."""
+    max_completions_per_step: int
+    """Largest group_size * prompts_per_step (PAEC_MAX_JOB_COMPLETIONS_PER_STEP)."""
+    max_new_tokens: int
+    """Largest max_new_tokens (PAEC_MAX_JOB_NEW_TOKENS)."""
+
+    @staticmethod
+    def from_settings(settings: Settings) -> JobLimits:
+        return JobLimits(max_steps=settings.max_job_steps,
+                         max_completions_per_step=settings.max_job_completions_per_step,
+                         max_new_tokens=settings.max_job_new_tokens)
+
+
+@dataclass(frozen=True)
 class Hyperparameters:
     """A request's hyperparameters, resolved."""
 
@@ -85,6 +111,12 @@ class Hyperparameters:
 
 def _error(param: str, message: str) -> InvalidRequestError:
     return InvalidRequestError(f"{param}: {message}", param=param)
+
+
+def _shown(value: object) -> str:
+    # A hostile value (a 4,000-digit int, a 1 MB string) is not echoed whole.
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _number(value: object) -> bool:
@@ -127,14 +159,14 @@ def _check_type(value: object, hint: Any, param: str) -> object:
                 return _check_type(value, option, param)
             except InvalidRequestError:
                 continue
-        raise _error(param, f"must be {_describe(hint)}, got {value!r}")
+        raise _error(param, f"must be {_describe(hint)}, got {_shown(value)}")
     ok: bool
     if hint is int:
         ok = _integer(value)
     elif hint is float:
         ok = _number(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _error(param, f"must be a finite number, got {value!r}")
+        if ok and not is_finite_number(value):  # inf, or an int past the float range
+            raise _error(param, f"must be a finite number, got {_shown(value)}")
     elif hint is bool:
         ok = isinstance(value, bool)
     elif hint is str or (isinstance(hint, type) and issubclass(hint, StrEnum)):
@@ -143,12 +175,12 @@ def _check_type(value: object, hint: Any, param: str) -> object:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     elif typing.get_origin(hint) is tuple:
         size = len(typing.get_args(hint))
-        ok = (isinstance(value, list) and len(value) == size and all(map(_number, value))
-              and all(math.isfinite(v) for v in value))
+        ok = (isinstance(value, list) and len(value) == size
+              and all(map(is_finite_number, value)))
     else:
         raise AssertionError(f"unhandled annotation {hint!r}")  # a new TrainConfig field type
     if not ok:
-        raise _error(param, f"must be {_describe(hint)}, got {value!r}")
+        raise _error(param, f"must be {_describe(hint)}, got {_shown(value)}")
     return value
 
 
@@ -180,7 +212,7 @@ def _auto_or(raw: Mapping[str, Any], key: str, check: Any, rule: str) -> Any:
     if value == "auto" or value is None:
         return None
     if not check(value):
-        raise _error(f"{PARAM}.{key}", f"must be \"auto\" or {rule}, got {value!r}")
+        raise _error(f"{PARAM}.{key}", f"must be \"auto\" or {rule}, got {_shown(value)}")
     return value
 
 
@@ -206,7 +238,7 @@ def _openai_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
                                f"an integer in [1, {MAX_BATCH_SIZE}]"),
         "learning_rate_multiplier": _auto_or(
             raw, "learning_rate_multiplier",
-            lambda v: _number(v) and math.isfinite(v) and v > 0, "a number > 0"),
+            lambda v: is_finite_number(v) and v > 0, "a number > 0"),
         "n_epochs": _auto_or(raw, "n_epochs",
                              lambda v: _number(v) and 0 < v <= MAX_EPOCHS,
                              f"a number in (0, {MAX_EPOCHS}]"),
@@ -247,9 +279,32 @@ def _round(value: float) -> float | int:
     return int(rounded) if rounded.is_integer() else rounded
 
 
-def resolve_hyperparameters(raw: object, *, training_rows: int) -> Hyperparameters:
+def _check_limits(trainer: TrainConfig, raw: Mapping[str, Any], limits: JobLimits) -> None:
+    """A 400 naming the field (as the request sent it) of a job larger than the operator
+    allows."""
+    def named(*keys: str) -> str:
+        return f"{PARAM}.{next((k for k in keys if raw.get(k) not in (None, 'auto')), keys[0])}"
+
+    for value, limit, setting, param, what in (
+            (trainer.steps, limits.max_steps, "PAEC_MAX_JOB_STEPS",
+             named("steps", "n_epochs", "batch_size", "prompts_per_step"), "steps"),
+            (trainer.batch_size, limits.max_completions_per_step,
+             "PAEC_MAX_JOB_COMPLETIONS_PER_STEP",
+             named("group_size", "batch_size", "prompts_per_step"),
+             f"completions per step (group_size {trainer.group_size} x prompts_per_step "
+             f"{trainer.prompts_per_step})"),
+            (trainer.max_new_tokens, limits.max_new_tokens, "PAEC_MAX_JOB_NEW_TOKENS",
+             named("max_new_tokens"), "max_new_tokens")):
+        if value > limit:
+            raise _error(param, f"the job asks for {value} {what}; this server accepts at "
+                         f"most {limit} ({setting})")
+
+
+def resolve_hyperparameters(raw: object, *, training_rows: int,
+                            limits: JobLimits | None = None) -> Hyperparameters:
     """Map and validate `method.reinforcement.hyperparameters` (None: all defaults) for a
-    training file of `training_rows` rows; raises InvalidRequestError naming the field."""
+    training file of `training_rows` rows, within the operator's `limits` (None: only
+    TrainConfig's own bounds); raises InvalidRequestError naming the field."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -290,6 +345,8 @@ def resolve_hyperparameters(raw: object, *, training_rows: int) -> Hyperparamete
     except (ValueError, TypeError) as exc:
         param = _config_param(str(exc), openai)
         raise InvalidRequestError(f"{param}: {exc}", param=param) from None
+    if limits is not None:
+        _check_limits(trainer, raw, limits)
     full = trainer.to_dict()
     n_epochs = (openai["n_epochs"] if openai["n_epochs"] is not None
                 else _round(trainer.steps * trainer.prompts_per_step / max(1, training_rows)))

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from store.db import utcnow
-from store.errors import ConflictError, InvalidRequestError
+from store.errors import ConflictError, InvalidRequestError, RetryLaterError
 from store.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 255
@@ -73,6 +73,11 @@ def _replay(row: IdempotencyKey, digest: str) -> Replay:
                               "request body; use a new key for a new request", param=HEADER)
         error.code = "idempotency_key_reused"
         raise error
+    if row.status_code == 0:
+        # Claimed but its response not yet recorded: only visible if a claim was ever
+        # committed on its own (issue 15 item 14, SQLite). Never replay status 0.
+        raise RetryLaterError(f"a request with the {HEADER} {row.key!r} is still in "
+                              "progress; retry shortly", param=HEADER)
     return Replay(row.status_code, row.response)
 
 

@@ -34,7 +34,7 @@ from store.errors import (
 from store.events import add_event, event_object, events_before
 from store.files import FINE_TUNE, get_file
 from store.grading import validate_grader_spec
-from store.hyperparameters import DEVICE_KEY, resolve_hyperparameters
+from store.hyperparameters import DEVICE_KEY, JobLimits, resolve_hyperparameters
 from store.hyperparameters import PARAM as HYPERPARAMETERS
 from store.model_names import resolve_model_name
 from store.models import Event, File, Job
@@ -51,6 +51,8 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 MAX_LIST = 100
 _SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL and the surrogate code points: no text column can store them."""
 _CAS_TRIES = 5
 
 
@@ -172,6 +174,12 @@ def _check_metadata(metadata: object) -> None:
         if not isinstance(value, str) or len(value) > MAX_METADATA_VALUE:
             raise _invalid(f"metadata.{key}", f"metadata values must be strings of at most "
                            f"{MAX_METADATA_VALUE} characters")
+        # Postgres text and jsonb cannot hold NUL, and a lone surrogate is no UTF-8: stored,
+        # either one made every later `metadata[k]=v` list of the tenant a 500 (issue 15).
+        for what, text in (("keys", key), ("values", value)):
+            if _UNSTORABLE.search(text):
+                raise _invalid("metadata", f"metadata {what} must not contain NUL characters "
+                               f"or lone surrogates, got {text[:80]!r}")
 
 
 def _reinforcement(method: object) -> Mapping[str, Any]:
@@ -233,7 +241,8 @@ def create_job(session: Session, settings: Settings, tenant_id: str,
     grader = validate_grader_spec(reinforcement["grader"], settings,
                                   "method.reinforcement.grader")
     hyper = resolve_hyperparameters(reinforcement.get("hyperparameters"),
-                                    training_rows=int(training.rows or 0))
+                                    training_rows=int(training.rows or 0),
+                                    limits=JobLimits.from_settings(settings))
     seed = request.get("seed")
     now = utcnow()
     job = Job(id=ids.new_id(ids.JOB), tenant_id=tenant_id, model=model.name,
@@ -314,6 +323,9 @@ def list_jobs(session: Session, tenant_id: str, *, after: str | None = None,
     if not 1 <= limit <= MAX_LIST:
         raise _invalid("limit", f"limit must be in [1, {MAX_LIST}], got {limit}")
     query = select(Job).where(Job.tenant_id == tenant_id)
+    if any(_UNSTORABLE.search(text) for pair in (metadata or {}).items() for text in pair):
+        return [], False  # no stored metadata holds one (see _check_metadata); Postgres
+        # would refuse the query itself
     for key, value in (metadata or {}).items():
         query = query.where(Job.metadata_[key].as_string() == value)
     if after is not None:

@@ -40,6 +40,9 @@ DEFAULT_MAX_POINTS = 1_000
 """Points per name when the JSON route is not told (enough for a chart of any width)."""
 MAX_NAME_LENGTH = 128
 """Metric.name's column width."""
+MAX_STEP = 2**31 - 1
+"""The largest value of Metric.step's INTEGER column: a range bound past it is refused
+before it reaches the database (Postgres answered it with an error, issue 15)."""
 
 Series = dict[str, list[tuple[int, float]]]
 
@@ -87,8 +90,10 @@ def metric_names(session: Session, job_id: str) -> list[str]:
 
 def check_range(start_step: int | None, end_step: int | None, max_points: int | None) -> None:
     """InvalidRequestError naming the parameter when a range or point count is invalid."""
-    if start_step is not None and start_step < 0:
-        raise InvalidRequestError(f"start must be >= 0, got {start_step}", param="start")
+    for value, param in ((start_step, "start"), (end_step, "end")):
+        if value is not None and not 0 <= value <= MAX_STEP:
+            raise InvalidRequestError(f"{param} must be a step in [0, {MAX_STEP}], got "
+                                      f"{str(value)[:40]}", param=param)
     if start_step is not None and end_step is not None and start_step > end_step:
         raise InvalidRequestError(f"start ({start_step}) must not be after end ({end_step})",
                                   param="start")

@@ -201,11 +201,20 @@ def evaluation_heartbeat(session: Session, evaluation_id: str, worker_id: str) -
                     .execution_options(synchronize_session=False))
 
 
+@dataclass(frozen=True)
+class EvaluationSweep:
+    """What `sweep_evaluations` found to send: `requeued` (their worker died) and `resent`
+    (queued too long; the caller may skip those whose previous message still waits)."""
+
+    requeued: list[str]
+    resent: list[str]
+
+
 def sweep_evaluations(session: Session, *, heartbeat_timeout_s: float, max_attempts: int,
-                      resend_after_s: float, now: datetime | None = None) -> list[str]:
+                      resend_after_s: float, now: datetime | None = None) -> EvaluationSweep:
     """The evaluation side of `sweep`: a running evaluation whose worker stopped beating is
     queued again (failed after `max_attempts`); one queued for longer than `resend_after_s`
-    is sent again. Returns the evaluation ids to send after the commit."""
+    is a candidate to send again. The caller sends them after the commit."""
     now = now or utcnow()
     stale = now - timedelta(seconds=heartbeat_timeout_s)
     send: list[str] = []
@@ -229,9 +238,8 @@ def sweep_evaluations(session: Session, *, heartbeat_timeout_s: float, max_attem
         # interval by moving it (it orders nothing users see but the list, newest first,
         # which follows seq, not created_at)
         ev.created_at = now
-        send.append(ev.id)
     session.flush()
-    return send
+    return EvaluationSweep(requeued=send, resent=[ev.id for ev in waiting])
 
 
 @dataclass(frozen=True)

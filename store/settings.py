@@ -7,6 +7,7 @@ The embedded default needs no servers: a SQLite database and a local artifact fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,9 +42,23 @@ class Settings(BaseSettings):
     """Seconds a verified API key is trusted without a database query; a revoked key is
     refused at most this long after its revocation (0: check every request)."""
     allow_python_graders: bool = False
-    """Whether jobs and grader dry-runs may use `python` graders. Off by default: they run
-    tenant code in a child process with time and memory limits but as the service's user,
-    with its file system and network; enable only when every tenant is trusted."""
+    """Whether jobs and grader dry-runs may use `python` graders. Each runs in a bubblewrap
+    sandbox: a uid of its own, no network, a private read-only file system, its own PID
+    namespace and rlimits (paec/sandbox.py, docs/operations.md); where `bwrap` is missing or
+    fails its start-up check, python graders are refused with the reason. Off by default, so
+    that an operator opts in to running tenant code at all."""
+    max_job_steps: int = Field(default=100_000, ge=1, le=1_000_000)
+    """Largest number of training steps a job may ask for (TrainConfig allows 1,000,000)."""
+    max_job_completions_per_step: int = Field(default=4096, ge=2)
+    """Largest group_size x prompts_per_step (completions sampled per step) of a job."""
+    max_job_new_tokens: int = Field(default=16_384, ge=1)
+    """Largest max_new_tokens (completion length) of a job."""
+    max_grader_run_chars: int = Field(default=65_536, ge=1)
+    """Largest model_sample, and largest item as JSON, of a grader dry run (characters):
+    text_similarity's work grows with the product of the two lengths."""
+    grader_run_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds a grader dry run may grade before it answers reward 0 with timeout_error (a
+    python grader's sandbox stops a sample after 10 s by itself)."""
     worker_dir: Path | None = None
     """A worker's scratch space (datasets, run folders, fetched checkpoints); None means
     <data_dir>/worker."""
@@ -59,6 +74,16 @@ class Settings(BaseSettings):
     """How often a running job's heartbeat is written (independently of step length)."""
     resend_after_s: float = Field(default=120.0, gt=0)
     """A job queued for longer than this without a worker is sent to the queue again."""
+    log_format: Literal["json", "plain"] = "json"
+    """The API's log lines on stderr: json (one object per line: request id, method, escaped
+    path, status, duration, traceback) or plain text (api/logs.py)."""
+    stall_timeout_s: float = Field(default=1800.0, gt=0)
+    """A running job or evaluation that makes no progress (no training step, checkpoint or
+    batch of evaluated problems) for this long stops beating, so that the sweeper re-queues
+    it: a hung step (a stuck CUDA call, a deadlock) does not keep it running forever."""
+    keep_checkpoints: int = Field(default=3, ge=1)
+    """Full-state checkpoints kept per job (the newest ones); older ones are deleted unless
+    final, shared, or the model of an unfinished job or evaluation."""
 
     @field_validator("database_url", "broker_url")
     @classmethod
@@ -90,6 +115,11 @@ class Settings(BaseSettings):
     def resolved_worker_dir(self) -> Path:
         """The worker scratch folder in force."""
         return self.worker_dir or self.data_dir / "worker"
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        """Where the API spools uploads while it validates them: <data_dir>/uploads."""
+        return self.data_dir / "uploads"
 
     @property
     def resolved_artifacts_dir(self) -> Path:

@@ -4,13 +4,16 @@ server on a free port (in a thread of the test process), tenants with API keys."
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 import uvicorn
@@ -148,3 +151,13 @@ def make_job(sessions: sessionmaker[Session], tenant_id: str, *, status: str = "
     with transaction(sessions) as session:
         session.add(Job(**values))
     return job_id
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script outside the packages (bench/, scripts/), imported from its path as `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from store.checkpoints import (
     fetch_checkpoint,
     fine_tuned_model_name,
     latest_full_state_checkpoint,
+    prune_checkpoints,
     register_checkpoint,
 )
 from store.db import transaction
@@ -109,7 +111,10 @@ class DatabaseCallback(Callback):
     """The trainer's way out into the database: metrics, events, checkpoints, stop requests.
 
     The status a user set (cancelled, paused) is read back with every heartbeat: a stop is
-    seen before the next step, i.e. within one training step.
+    seen before the next step, i.e. within one training step. Every step, evaluation and
+    checkpoint is progress (`on_progress`, the heartbeat's stall clock); after a stall
+    (`stalled`) the run is given up: nothing more is written and the next `should_stop` ends
+    it.
     """
 
     GRADER_FAILURE_STEPS = 3
@@ -120,7 +125,21 @@ class DatabaseCallback(Callback):
     def __init__(self, ctx: Context, job: Job) -> None:
         self.ctx, self.job = ctx, job
         self.lost = False  # the claim was taken away (sweeper) or the job deleted
+        self.on_progress: Callable[[], None] = lambda: None
         self._failing_steps = 0
+
+    def stalled(self, seconds: float) -> None:
+        """The heartbeat stopped after `seconds` without progress (issue 15, item 13a): say
+        so in the job's events and write nothing more; the sweeper re-queues the job once
+        its heartbeat is stale (the attempt counts), and a step that ever returns stops."""
+        self.lost = True
+        with transaction(self.ctx.sessions) as session:
+            if runs.holds_job(session, self.job.id, self.ctx.worker_id):
+                add_event(session, self.job.id,
+                          f"No progress for {seconds:.0f} s on {self.ctx.worker_id} (limit "
+                          f"PAEC_STALL_TIMEOUT_S={self.ctx.settings.stall_timeout_s:g}); this "
+                          "attempt is given up and the job will be re-queued", level="error",
+                          key=f"stalled:{self.job.attempt}")
 
     def status(self) -> str | None:
         """The job's status as the user set it, read with a heartbeat (None: not ours)."""
@@ -138,6 +157,7 @@ class DatabaseCallback(Callback):
 
     def on_step_end(self, step: int, metrics: dict[str, float],
                     traces: list[dict[str, Any]]) -> None:
+        self.on_progress()
         with transaction(self.ctx.sessions) as session:
             if not self._holds(session):
                 return
@@ -158,6 +178,7 @@ class DatabaseCallback(Callback):
                              "method.reinforcement.grader")
 
     def on_checkpoint(self, step: int, path: Path, sidecar: dict[str, Any]) -> None:
+        self.on_progress()
         with transaction(self.ctx.sessions) as session:
             if not self._holds(session):
                 return
@@ -166,8 +187,14 @@ class DatabaseCallback(Callback):
                                        metrics=dict(sidecar.get("metrics") or {}))
             add_event(session, self.job.id, f"Checkpoint saved at step {step}: {ckpt.id}",
                       data={"checkpoint": ckpt.id, "step": step}, key=f"checkpoint:{step}")
+            # Retention (issue 15, item 13d): the newest full-state ones and those still of
+            # use stay; the others' rows go in this transaction, their archives after it.
+            pruned = prune_checkpoints(session, self.job, self.ctx.settings.keep_checkpoints)
+        for key in pruned:
+            self.ctx.storage.delete(key)
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self.on_progress()
         with transaction(self.ctx.sessions) as session:
             if not self._holds(session):
                 return
@@ -178,6 +205,8 @@ class DatabaseCallback(Callback):
                       key=f"eval:{step}")
 
     def should_stop(self) -> StopRequest | None:
+        if self.lost:  # after a stall: reading the status would beat again
+            return StopRequest.CANCEL
         status = self.status()
         if status is None:
             self.lost = True
@@ -191,15 +220,40 @@ class DatabaseCallback(Callback):
 
 class Heartbeat:
     """Writes the heartbeat every `interval` seconds from a thread, so that a long step (or
-    a slow model load) is not mistaken for a dead worker."""
+    a slow model load) is not mistaken for a dead worker; but only while the run makes
+    progress. A run that calls `progress()` (a step, a checkpoint, a batch of problems)
+    beats; one that has not for `stall_timeout` seconds (a stuck CUDA call, a deadlock, a
+    grader that never returns) is hung: the heartbeat calls `on_stall` once and stops
+    beating, so that the sweeper re-queues the work (issue 15, item 13a)."""
 
-    def __init__(self, beat: Callable[[], object], interval: float) -> None:
+    def __init__(self, beat: Callable[[], object], interval: float, *,
+                 stall_timeout: float | None = None,
+                 on_stall: Callable[[float], object] | None = None) -> None:
         self._beat, self._interval = beat, interval
+        self._stall_timeout, self._on_stall = stall_timeout, on_stall
+        self._last_progress = time.monotonic()
+        self.stalled = False
+        """Set once the stall limit passed (the heartbeat has stopped for good)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
+    def progress(self) -> None:
+        """The run moved on: restart the stall clock."""
+        self._last_progress = time.monotonic()
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            idle = time.monotonic() - self._last_progress
+            if self._stall_timeout is not None and idle > self._stall_timeout:
+                self.stalled = True
+                log.error("no progress for %.0f s (limit %g s): heartbeat stopped", idle,
+                          self._stall_timeout)
+                if self._on_stall is not None:
+                    try:
+                        self._on_stall(idle)
+                    except Exception:
+                        log.warning("could not record the stall", exc_info=True)
+                return
             try:
                 self._beat()
             except Exception:  # a missed beat is retried; the sweeper tolerates a few
@@ -225,7 +279,11 @@ def run_job(ctx: Context, job_id: str) -> Outcome:
     try:
         # The heartbeat covers everything after the claim: fetching data and checkpoints and
         # loading the model can take longer than the sweeper's timeout.
-        with Heartbeat(callback.status, ctx.settings.heartbeat_interval_s):
+        heartbeat = Heartbeat(callback.status, ctx.settings.heartbeat_interval_s,
+                              stall_timeout=ctx.settings.stall_timeout_s,
+                              on_stall=callback.stalled)
+        callback.on_progress = heartbeat.progress
+        with heartbeat:
             cfg, resume = prepare(ctx, job, workdir)
             return Outcome(train(ctx, job, cfg, resume, callback))
     except BaseException as exc:

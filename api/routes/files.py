@@ -91,6 +91,7 @@ def create_file(tenant: TenantDep, form: Annotated[UploadForm, Depends(upload_fo
     file = files.create_file(session, services.storage, tenant.id,
                              filename=form.file.filename, purpose=form.purpose,
                              stream=form.file.file, max_bytes=services.settings.max_upload_bytes,
+                             spool_dir=services.settings.resolved_spool_dir,
                              expires_after=form.expires_after)
     try:
         session.commit()
@@ -120,7 +121,7 @@ def retrieve_file(file_id: str, tenant: TenantDep, session: SessionDep) -> dict[
 @router.delete("/{file_id}")
 def delete_file(file_id: str, tenant: TenantDep, services: ServicesDep,
                 session: SessionDep) -> dict[str, Any]:
-    """Delete a file (409 while a job that has not finished uses it)."""
+    """Delete a file (409 while a job or an evaluation that has not finished uses it)."""
     file = files.delete_file(session, tenant.id, file_id)
     session.commit()
     # After the commit: a failed commit must leave the file whole.

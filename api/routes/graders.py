@@ -1,8 +1,10 @@
 """/v1/fine_tuning/alpha/graders: check a grader, and grade one sample with it, before a job
 uses it (OpenAI `fine_tuning.alpha.graders.validate` and `.run`, openai-compat a.3.11).
 
-Both are plain `def` routes, so they run in a worker thread: graders that need a main thread
-(math_verify's SIGALRM timeouts) grade in a child process there (paec.sandbox).
+Both are plain `def` routes, so they run in a worker thread, never on the event loop; `run`
+grades in store.grading's own small pool, with a time limit and bounded inputs (issue 15,
+item 8). Graders that need a main thread (math_verify's SIGALRM timeouts) grade in a child
+process there (paec.sandbox).
 """
 
 from __future__ import annotations
@@ -42,5 +44,6 @@ def validate(body: ValidateGraderRequest, tenant: TenantDep,
 
 @router.post("/run")
 def run(body: RunGraderRequest, tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
-    """Grade `model_sample` against `item`; a failed grade is reward 0 with its error flag."""
+    """Grade `model_sample` against `item`; a failed grade is reward 0 with its error flag,
+    an input past PAEC_MAX_GRADER_RUN_CHARS a 400 naming `model_sample` or `item`."""
     return run_grader(body.grader, body.model_sample, body.item, services.settings)

@@ -6,7 +6,9 @@ Each message is `id: ftevent-<seq>`, `event: message|metrics`, `data:` the same 
 that `GET /v1/fine_tuning/jobs/{id}/events` returns, oldest first. A client that reconnects
 with `Last-Event-ID` (browsers' EventSource do it by themselves) continues after that event.
 Once the job is terminal and every event has been sent, a last `event: end` carries
-`{"job_id", "status"}` and the response ends.
+`{"job_id", "status"}` and the response ends. The key is checked again on every poll (within
+the auth cache window): once it is revoked, an `event: error` carries the 401's error
+envelope and the response ends.
 
 The database is polled every POLL_S with a fresh short session in a worker thread, so an open
 stream holds neither a connection nor the event loop between polls. `: keep-alive` comments
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
@@ -29,8 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep, SessionDep, TenantDep
+from store.errors import AuthenticationError
 from store.metrics import parse_event_cursor, require_job, stream_poll
 from store.states import TERMINAL
+from store.tenants import authenticate
 
 router = APIRouter(tags=["stream"])
 
@@ -44,24 +49,40 @@ BATCH = 500
 """Events read per poll; a full batch is followed by another poll at once."""
 
 
+@dataclass(frozen=True)
+class Key:
+    """The stream's credentials, checked again while it runs."""
+
+    authorization: str | None
+    cache_s: float
+
+
 def _message(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
     # json.dumps never emits a newline by default, so `data` is one SSE line.
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _poll(sessions: sessionmaker[Session], job_id: str, after_seq: int
+def _poll(sessions: sessionmaker[Session], key: Key, job_id: str, after_seq: int
           ) -> tuple[list[tuple[int, dict[str, Any]]], str]:
     with sessions() as session:
+        # The key again on every poll: a dictionary look-up while the auth cache trusts it,
+        # one query once the cache expires, so a revoked key ends the stream within
+        # auth_cache_s (issue 15 item 17) rather than when the job ends.
+        authenticate(session, key.authorization, cache_s=key.cache_s)
         return stream_poll(session, job_id, after_seq, limit=BATCH)
 
 
-async def _events(sessions: sessionmaker[Session], job_id: str, after_seq: int
+async def _events(sessions: sessionmaker[Session], key: Key, job_id: str, after_seq: int
                   ) -> AsyncIterator[bytes]:
     yield f"retry: {RETRY_MS}\n\n".encode()
     quiet_since = time.monotonic()
     while True:
-        batch, status = await run_in_threadpool(_poll, sessions, job_id, after_seq)
+        try:
+            batch, status = await run_in_threadpool(_poll, sessions, key, job_id, after_seq)
+        except AuthenticationError as exc:
+            yield _message("error", exc.envelope())
+            return
         for seq, obj in batch:
             yield _message(str(obj["type"]), obj, str(obj["id"]))
             after_seq = seq
@@ -82,6 +103,7 @@ async def _events(sessions: sessionmaker[Session], job_id: str, after_seq: int
 def stream_job_events(job_id: str, session: SessionDep, tenant: TenantDep,
                       services: ServicesDep,
                       last_event_id: Annotated[str | None, Header()] = None,
+                      authorization: Annotated[str | None, Header()] = None,
                       after: Annotated[str | None, Query()] = None) -> StreamingResponse:
     """The job's events as `text/event-stream`, oldest first, resumable (see the module)."""
     # Last-Event-ID wins over ?after: a reconnecting EventSource repeats the original URL
@@ -95,5 +117,6 @@ def stream_job_events(job_id: str, session: SessionDep, tenant: TenantDep,
     # instead of when the response ends (FastAPI closes yield dependencies after it).
     session.close()
     return StreamingResponse(
-        _events(services.sessions, job_id, after_seq), media_type="text/event-stream",
+        _events(services.sessions, Key(authorization, services.settings.auth_cache_s),
+                job_id, after_seq), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

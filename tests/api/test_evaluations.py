@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.checkpoints import register_checkpoint
@@ -24,7 +24,7 @@ from store.evaluations import (
     fail_evaluation,
     finish_evaluation,
 )
-from store.models import Checkpoint, Job
+from store.models import Checkpoint, Evaluation, Job
 from store.queue import EVAL_QUEUE, EVALUATE_TASK
 from store.settings import Settings
 from store.storage import LocalStorage
@@ -187,7 +187,7 @@ def test_a_finished_evaluation_cannot_be_cancelled(http: httpx.Client,
     results = {"builtin:add": {"avg@8": 0.25, "pass@8": 0.75, "maj@8": 0.5, "n": 64}}
     with transaction(sessions) as session:
         assert claim_evaluation(session, evaluation_id, "worker-a") is not None
-        assert finish_evaluation(session, evaluation_id, results)
+        assert finish_evaluation(session, evaluation_id, results, worker_id="worker-a")
     r = http.post(f"/api/evaluations/{evaluation_id}/cancel")
     assert r.status_code == 409
     body = http.get(f"/api/evaluations/{evaluation_id}").json()
@@ -201,8 +201,10 @@ def test_a_worker_cannot_overwrite_a_cancel(http: httpx.Client,
         assert claim_evaluation(session, evaluation_id, "worker-a") is not None
     http.post(f"/api/evaluations/{evaluation_id}/cancel")
     with transaction(sessions) as session:
-        assert not finish_evaluation(session, evaluation_id, {"builtin:add": {"n": 1}})
-        assert not fail_evaluation(session, evaluation_id, "oom", "out of memory")
+        assert not finish_evaluation(session, evaluation_id, {"builtin:add": {"n": 1}},
+                                     worker_id="worker-a")
+        assert not fail_evaluation(session, evaluation_id, "oom", "out of memory",
+                                   worker_id="worker-a")
     body = http.get(f"/api/evaluations/{evaluation_id}").json()
     assert (body["status"], body["results"], body["error"]) == ("cancelled", None, None)
 
@@ -212,7 +214,8 @@ def test_a_failure_is_recorded_with_its_code(http: httpx.Client,
     evaluation_id = create(http).json()["id"]
     with transaction(sessions) as session:
         claim_evaluation(session, evaluation_id, "worker-a")
-        assert fail_evaluation(session, evaluation_id, "oom", "out of memory")
+        assert fail_evaluation(session, evaluation_id, "oom", "out of memory",
+                               worker_id="worker-a")
     body = http.get(f"/api/evaluations/{evaluation_id}").json()
     assert (body["status"], body["error"]) == ("failed", {"code": "oom",
                                                           "message": "out of memory"})
@@ -239,3 +242,26 @@ def test_of_two_concurrent_claims_exactly_one_wins(http: httpx.Client,
     assert outcome == {"second": None}
     body = http.get(f"/api/evaluations/{evaluation_id}").json()
     assert body["status"] == "running" and body["started_at"] is not None
+
+
+def test_a_worker_that_lost_its_claim_cannot_finish_or_fail_the_evaluation(
+        http: httpx.Client, sessions: sessionmaker[Session]) -> None:
+    """Issue 15, item 13c: worker-a's heartbeat went stale, the sweeper re-queued the
+    evaluation and worker-b claimed it; worker-a's late results are not written."""
+    evaluation_id = create(http).json()["id"]
+    with transaction(sessions) as session:
+        assert claim_evaluation(session, evaluation_id, "worker-a") is not None
+        session.execute(update(Evaluation).where(Evaluation.id == evaluation_id)
+                        .values(status="queued", worker_id=None))  # what the sweeper does
+        assert claim_evaluation(session, evaluation_id, "worker-b") is not None
+    with transaction(sessions) as session:
+        assert not finish_evaluation(session, evaluation_id, {"builtin:add": {"n": 1}},
+                                     worker_id="worker-a")
+        assert not fail_evaluation(session, evaluation_id, "oom", "out of memory",
+                                   worker_id="worker-a")
+    body = http.get(f"/api/evaluations/{evaluation_id}").json()
+    assert (body["status"], body["results"], body["error"]) == ("running", None, None)
+    with transaction(sessions) as session:
+        assert finish_evaluation(session, evaluation_id, {"builtin:add": {"n": 1}},
+                                 worker_id="worker-b")
+    assert http.get(f"/api/evaluations/{evaluation_id}").json()["status"] == "succeeded"

@@ -3,10 +3,17 @@ A bad or oversize upload must leave nothing behind: no row and no bytes in artif
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -14,18 +21,18 @@ import openai
 import pytest
 from fastapi import FastAPI
 from openai import OpenAI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.routes import files as files_routes
 from store import files
-from store.db import transaction
+from store.db import transaction, utcnow
 from store.errors import ConflictError, NotFoundError
-from store.models import File
+from store.models import Evaluation, File, Job
 from store.settings import Settings
 from store.storage import LocalStorage
-from tests.service import make_job, new_tenant_key
+from tests.service import ROOT, make_job, new_tenant_key
 
 MESSAGES_ROWS = [
     {"messages": [{"role": "system", "content": "Answer briefly."},
@@ -144,6 +151,43 @@ def test_bad_rows_are_listed_by_line_and_field_and_nothing_is_stored(
     assert "line 1" not in message and "line 4" not in message
     assert row_count(sessions, tenant[0]) == 0
     assert stored_names(storage, tenant[0]) == []
+
+
+def test_a_large_upload_is_validated_apart_with_the_same_answers(
+        http: httpx.Client, tenant: tuple[str, str], storage: LocalStorage,
+        sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past files.VALIDATE_APART_BYTES the parse runs in a child process, so that a big
+    # upload's CPU does not hold the API's GIL (bench/load.py): the same rows counted, the
+    # same row errors by line, nothing stored for a bad one.
+    # (The test server's upload limit is 2 MB: the threshold comes down to 64 KiB.)
+    monkeypatch.setattr(files, "VALIDATE_APART_BYTES", 64 * 1024)
+    row = b'{"prompt": "What is 2 + 2? Think it through step by step.", "answer": "4"}\n'
+    count = files.VALIDATE_APART_BYTES // len(row) + 100
+    apart: list[tuple[bool, int | str]] = []
+    real = files._validate_apart
+
+    def spy(path: str) -> tuple[bool, int | str]:
+        apart.append(real(path))
+        return apart[-1]
+
+    monkeypatch.setattr(files, "_validate_apart", spy)
+    good = http.post("/v1/files", data={"purpose": "fine-tune"},
+                     files={"file": ("big.jsonl", row * count, "application/jsonl")})
+    assert good.status_code == 200, good.text
+    assert good.json()["status"] == "processed" and apart == [(True, count)]
+    with transaction(sessions) as session:
+        assert session.scalars(select(File.rows).where(File.id == good.json()["id"])).one() \
+            == count
+    bad = http.post("/v1/files", data={"purpose": "fine-tune"},
+                    files={"file": ("bad.jsonl", row * count + b"not json\n",
+                                    "application/jsonl")})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_file"
+    assert f"line {count + 1}: invalid JSON" in bad.json()["error"]["message"]
+    assert len(apart) == 2 and apart[1][0] is False
+    small = http.post("/v1/files", data={"purpose": "fine-tune"},
+                      files={"file": ("small.jsonl", row, "application/jsonl")})
+    assert small.status_code == 200 and len(apart) == 2  # small ones stay in the thread
+    assert row_count(sessions, tenant[0]) == 2
 
 
 def test_empty_file_is_an_invalid_file(http: httpx.Client, tenant: tuple[str, str],
@@ -327,11 +371,18 @@ def test_the_owner_still_has_the_file_after_another_tenant_tried_to_delete_it(
 
 
 @pytest.mark.parametrize("file_id", ["file-doesnotexist000000000000", "not-an-id",
-                                     "x" * 300, "file-%00"])
+                                     "x" * 300])
 def test_missing_or_malformed_id_is_404(http: httpx.Client, file_id: str) -> None:
     r = http.get(f"/v1/files/{file_id}")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not_found"
+
+
+def test_an_id_holding_a_nul_is_400_naming_it(http: httpx.Client) -> None:
+    # api/edge.py refuses a NUL in a path segment before any route runs (never a 500).
+    r = http.get("/v1/files/file-%00")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "file_id"
 
 
 def test_delete_removes_the_row_and_the_bytes(openai_client: OpenAI, tmp_path: Path,
@@ -424,3 +475,158 @@ def test_a_row_that_cannot_be_stored_takes_its_bytes_with_it(
         # No such tenant: the foreign key refuses the row after the bytes were written.
         files.create_result_file(session, storage, "org-missing", "metrics.csv", b"a,b\n")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+
+# ---- files used by evaluations (issue 15, item 10) ----
+
+def evaluate(http: httpx.Client, file_id: str) -> str:
+    r = http.post("/api/evaluations", json={"model": "builtin:smollm2-135m-instruct",
+                                            "datasets": ["builtin:add", file_id]})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def test_delete_of_a_file_an_unfinished_evaluation_uses_is_409_naming_the_file(
+        http: httpx.Client, three_files: list[str], sessions: sessionmaker[Session]) -> None:
+    queued = evaluate(http, three_files[0])
+    running = evaluate(http, three_files[1])
+    with transaction(sessions) as session:
+        session.execute(update(Evaluation).where(Evaluation.id == running)
+                        .values(status="running", worker_id="w"))
+    for file_id, evaluation_id in ((three_files[0], queued), (three_files[1], running)):
+        r = http.delete(f"/v1/files/{file_id}")
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        assert (error["code"], error["param"]) == ("conflict", "file_id")
+        assert file_id in error["message"] and evaluation_id in error["message"]
+        assert http.get(f"/v1/files/{file_id}/content").status_code == 200
+    http.post(f"/api/evaluations/{queued}/cancel")
+    r = http.delete(f"/v1/files/{three_files[0]}")
+    assert (r.status_code, r.json()["deleted"]) == (200, True)
+
+
+# ---- expiry (issue 15, item 11) ----
+
+def expire(sessions: sessionmaker[Session], file_id: str) -> None:
+    """Move the file's expiry into the past (as if its `expires_after` had passed)."""
+    with transaction(sessions) as session:
+        session.execute(update(File).where(File.id == file_id)
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+
+
+def expiring_upload(http: httpx.Client) -> str:
+    r = upload(http, "train.jsonl", jsonl(PROMPT_ROWS), **{"expires_after[anchor]": "created_at",
+                                                            "expires_after[seconds]": "3600"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def test_an_expired_file_is_gone_for_its_tenant(http: httpx.Client,
+                                                sessions: sessionmaker[Session]) -> None:
+    file_id = expiring_upload(http)
+    assert [f["id"] for f in http.get("/v1/files").json()["data"]] == [file_id]
+    expire(sessions, file_id)
+    assert http.get("/v1/files").json()["data"] == []
+    for r in (http.get(f"/v1/files/{file_id}"), http.get(f"/v1/files/{file_id}/content"),
+              http.delete(f"/v1/files/{file_id}")):
+        assert r.status_code == 404, r.text
+        assert r.json()["error"]["param"] == "file_id"
+
+
+def test_an_expired_file_cannot_be_used_by_new_jobs_or_evaluations(
+        http: httpx.Client, sessions: sessionmaker[Session]) -> None:
+    file_id = expiring_upload(http)
+    expire(sessions, file_id)
+    job = http.post("/v1/fine_tuning/jobs", json={
+        "model": "builtin:smollm2-135m-instruct", "training_file": file_id,
+        "method": {"type": "reinforcement", "reinforcement": {"grader": {
+            "type": "string_check", "name": "eq", "input": "{{sample.output_text}}",
+            "reference": "{{item.answer}}", "operation": "eq"}}}})
+    assert job.status_code == 400, job.text
+    assert job.json()["error"]["param"] == "training_file"
+    evaluation = http.post("/api/evaluations", json={
+        "model": "builtin:smollm2-135m-instruct", "datasets": [file_id]})
+    assert evaluation.status_code == 400, evaluation.text
+    assert evaluation.json()["error"]["param"] == "datasets[0]"
+
+
+def test_the_sweep_removes_an_expired_file_once_nothing_unfinished_uses_it(
+        http: httpx.Client, tenant: tuple[str, str], sessions: sessionmaker[Session],
+        storage: LocalStorage, tmp_path: Path) -> None:
+    file_id = expiring_upload(http)
+    evaluation_id = evaluate(http, file_id)
+    job_id = make_job(sessions, tenant[0], status="running", training_file=file_id)
+    expire(sessions, file_id)
+    with transaction(sessions) as session:
+        key = files.get_file(session, tenant[0], file_id, include_expired=True).storage_key
+        assert key not in files.purge_expired_files(session)  # both still use it
+        # the worker still reads it for them
+        files.copy_file_to(session, storage, tenant[0], file_id, tmp_path / "copy.jsonl")
+    assert (tmp_path / "copy.jsonl").read_bytes() == jsonl(PROMPT_ROWS)
+    http.post(f"/api/evaluations/{evaluation_id}/cancel")
+    with transaction(sessions) as session:
+        assert key not in files.purge_expired_files(session)  # the job still uses it
+        session.execute(update(Job).where(Job.id == job_id).values(status="succeeded"))
+    with transaction(sessions) as session:
+        assert key in files.purge_expired_files(session)
+    storage.delete(key)  # what the sweeper does after its commit
+    assert row_count(sessions, tenant[0]) == 0 and stored_names(storage, tenant[0]) == []
+
+
+# ---- upload spools (issue 15, item 12) ----
+
+_BLOCKED_UPLOAD = """
+import sys, time
+from pathlib import Path
+from store import files
+
+class Stalled:  # a client that sends a first chunk, then nothing
+    sent = False
+    def read(self, n=-1):
+        if not self.sent:
+            self.sent = True
+            return b'{"prompt": "What is 1 + 1?", "answer": "2"}\\n' * 1000
+        time.sleep(3600)
+        return b""
+
+files.create_file(None, None, "org-x", filename="big.jsonl", purpose="fine-tune",
+                  stream=Stalled(), max_bytes=10**9, spool_dir=Path(sys.argv[1]))
+"""
+
+
+def test_the_spool_of_a_killed_upload_is_removed_by_the_next_upload(
+        http: httpx.Client, service_settings: Settings) -> None:
+    spool_dir = service_settings.resolved_spool_dir
+    proc = subprocess.Popen([sys.executable, "-c", _BLOCKED_UPLOAD, str(spool_dir)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not [p for p in spool_dir.glob("paec-upload-*.jsonl") if p.stat().st_size]:
+            assert time.monotonic() < deadline and proc.poll() is None, "no spool appeared"
+            time.sleep(0.1)
+        (spool,) = spool_dir.glob("paec-upload-*.jsonl")
+        assert spool.is_relative_to(service_settings.data_dir)  # not the system temp folder
+        old = time.time() - 3600
+        os.utime(spool, (old, old))
+        assert files.remove_orphan_spools(spool_dir) == []  # in use: locked by its upload
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert spool.exists()  # what a SIGKILL leaves behind
+    assert upload(http, "train.jsonl", jsonl(PROMPT_ROWS)).status_code == 200
+    assert not spool.exists()
+    assert list(spool_dir.iterdir()) == []  # the upload's own spool went too
+
+
+def test_a_young_or_locked_spool_is_not_taken_for_an_orphan(tmp_path: Path) -> None:
+    young = tmp_path / "paec-upload-young.jsonl"
+    young.write_bytes(b"{}")
+    locked = tmp_path / "paec-upload-locked.jsonl"
+    locked.write_bytes(b"{}")
+    old = time.time() - 3600
+    os.utime(locked, (old, old))
+    with open(locked, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert files.remove_orphan_spools(tmp_path) == []
+    assert files.remove_orphan_spools(tmp_path) == [locked]
+    assert young.exists() and not locked.exists()

@@ -396,12 +396,13 @@ def test_eval_wait_prints_the_results_once_the_evaluation_succeeds(
                     Evaluation.status == "queued", Evaluation.tenant_id == tenant[0])
                     .order_by(Evaluation.seq.desc()).limit(1)).first()
                 if ev is not None:
-                    ev.status = "running"
+                    ev.status, ev.worker_id = "running", "cli-test"
                     break
             time.sleep(0.1)
         with transaction(sessions) as session:
             finish_evaluation(session, ev.id, {"builtin:add": {"avg@2": 0.25, "pass@2": 0.5,
-                                                               "maj@2": 0.0, "n": 8}})
+                                                               "maj@2": 0.0, "n": 8}},
+                              worker_id="cli-test")
     thread = later(0.0, finish)
     run = paec("eval", "builtin:smollm2-135m-instruct", "--dataset", "builtin:add",
                "--k", "2", "--size", "8", "--wait", "--interval", "0.2")

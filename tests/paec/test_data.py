@@ -233,7 +233,10 @@ def test_error_message_lists_errors_up_to_max_errors() -> None:
     with pytest.raises(DatasetError) as info:
         load_jsonl(["{"] * 7, max_errors=3)
     text = str(info.value)
-    assert len(info.value.errors) == 7
+    # Only the first max_errors are kept (issue 15: every one of 3M bad rows was); all counted.
+    assert [e.line for e in info.value.errors] == [1, 2, 3]
+    assert (info.value.total_errors, info.value.bad_rows) == (7, 7)
+    assert text.startswith("invalid dataset: 7 error(s) in 7 row(s)")
     assert "line 3: invalid JSON" in text and "line 4:" not in text
     assert text.endswith("... and 4 more")
 
@@ -363,3 +366,55 @@ def test_validating_a_file_counts_rows_and_reports_bad_ones_like_the_bytes_path(
     with pytest.raises(DatasetError) as info:
         validate_jsonl_file(bad)
     assert {e.line for e in info.value.errors} == {4}  # the row has two faults
+
+
+# ------------------------------------------------------------------------- hostile rows (issue 15)
+
+
+def test_a_flood_of_bad_rows_keeps_only_the_first_errors(tmp_path: Path) -> None:
+    from paec.data import validate_jsonl_file
+
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"x\n" * 20_000 + b'{"prompt": "p", "answer": 1, "messages": 3}\n')
+    with pytest.raises(DatasetError) as info:
+        validate_jsonl_file(path, max_errors=5)
+    assert [e.line for e in info.value.errors] == [1, 2, 3, 4, 5]
+    assert (info.value.total_errors, info.value.bad_rows) == (20_001, 20_001)
+    assert str(info.value).endswith("... and 19996 more")
+
+
+def test_a_row_with_two_errors_counts_once_as_a_row() -> None:
+    with pytest.raises(DatasetError) as info:
+        load_jsonl([json.dumps({"prompt": 3})], max_errors=1)
+    assert (info.value.total_errors, info.value.bad_rows, len(info.value.errors)) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("depth", [40, 5_000, 100_000])
+def test_a_row_nested_too_deep_is_a_row_error(depth: int) -> None:
+    deep = '{"prompt": "p", "answer": "1", "x": ' + "[" * depth + "]" * depth + "}"
+    error = only_error([GOOD_PLAIN, deep])
+    assert error.line == 2 and "deeper than" in error.message
+
+
+def test_a_row_nested_within_the_limit_loads() -> None:
+    from paec.data import MAX_ROW_DEPTH
+
+    nested = "[" * (MAX_ROW_DEPTH - 1) + "]" * (MAX_ROW_DEPTH - 1)
+    [example] = load_jsonl(['{"prompt": "p", "answer": "1", "x": ' + nested + "}"])
+    assert example.answer == "1"
+
+
+@pytest.mark.parametrize(("row", "field"), [
+    ('{"messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages[0].content"),
+    ('{"prompt": "p", "answer": "\\udfff"}', "answer"),
+    ('{"prompt": "p", "answer": "1", "meta": {"tags": ["ok", "\\ud83d"]}}', "meta.tags[1]"),
+    ('{"prompt": "p", "answer": "1", "\\ud800": 1}', ""),
+])
+def test_a_lone_surrogate_is_a_row_error_naming_the_field(row: str, field: str) -> None:
+    error = only_error([row])
+    assert (error.line, error.field) == (1, field) and "lone surrogate" in error.message
+
+
+def test_a_surrogate_pair_is_text() -> None:
+    [example] = load_jsonl(['{"prompt": "smile \\ud83d\\ude00", "answer": "1"}'])
+    assert example.messages[0]["content"] == "smile \U0001f600"

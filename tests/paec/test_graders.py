@@ -113,6 +113,58 @@ def test_invalid_specs_are_refused_with_their_path(spec: dict[str, Any], message
         validate_grader(spec)
 
 
+def nested(depth: int) -> dict[str, Any]:
+    """`depth` graders deep: depth - 1 levels of multi around a string_check."""
+    spec = string_check()
+    for _ in range(depth - 1):
+        spec = {"type": "multi", "name": "m", "graders": {"g": spec}, "calculate_output": "g"}
+    return spec
+
+
+def test_graders_nest_up_to_the_limit() -> None:
+    from paec.graders import MAX_GRADER_DEPTH
+
+    build_grader(nested(MAX_GRADER_DEPTH))
+
+
+@pytest.mark.parametrize("depth", [9, 300, 5_000])
+def test_graders_nested_past_the_limit_are_refused_at_the_first_level_too_deep(
+        depth: int) -> None:
+    from paec.graders import MAX_GRADER_DEPTH
+
+    with pytest.raises(GraderError) as info:
+        validate_grader(nested(depth))
+    assert info.value.path == "grader" + ".graders.g" * MAX_GRADER_DEPTH
+    assert f"at most {MAX_GRADER_DEPTH} levels" in str(info.value)
+
+
+def test_the_single_grader_form_of_multi_counts_its_levels_too() -> None:
+    spec = string_check()
+    for _ in range(20):
+        spec = {"type": "multi", "name": "acc", "graders": spec, "calculate_output": "acc"}
+    with pytest.raises(GraderError, match="levels"):
+        validate_grader(spec)
+
+
+def test_too_many_graders_in_all_are_refused() -> None:
+    from paec.graders import MAX_GRADERS
+
+    wide = {"type": "multi", "name": "m", "calculate_output": "g0",
+            "graders": {f"g{i}": string_check() for i in range(MAX_GRADERS + 1)}}
+    with pytest.raises(GraderError) as info:
+        validate_grader(wide)
+    assert info.value.path.startswith("grader.graders.g") and "in all" in str(info.value)
+    wide["graders"] = {f"g{i}": string_check() for i in range(MAX_GRADERS - 1)}
+    validate_grader(wide)  # the multi itself is the last one allowed
+
+
+def test_a_grader_spec_past_the_size_limit_is_refused() -> None:
+    from paec.graders import MAX_GRADER_CHARS
+
+    with pytest.raises(GraderError, match=r"^grader: is \d+ characters as JSON"):
+        validate_grader(string_check(reference="x" * MAX_GRADER_CHARS))
+
+
 # ---- text_similarity ----
 
 def test_fuzzy_match_by_hand() -> None:

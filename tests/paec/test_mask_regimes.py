@@ -12,9 +12,7 @@ temperature (issue 14). The table of `bench/mask_regimes.py`, checked:
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -25,17 +23,13 @@ import torch
 from paec.config import MaskMode, MaskScope, PAECConfig
 from paec.features import token_features
 from paec.mask import position_mask
+from tests.service import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "mask_regimes.py"
 
 
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mask_regimes", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mask_regimes"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "mask_regimes")
 
 
 def check_rows(rows: list, cfg: PAECConfig) -> None:

@@ -12,17 +12,19 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from store import ids
 from store.checkpoints import (
     CheckpointIntegrityError,
     checkpoint_model_name,
     fetch_checkpoint,
     fine_tuned_model_name,
     latest_full_state_checkpoint,
+    prune_checkpoints,
     register_checkpoint,
 )
 from store.db import transaction
 from store.model_names import ModelKind, resolve_model_name
-from store.models import Checkpoint, Job
+from store.models import Checkpoint, CheckpointPermission, Job
 from store.settings import Settings
 from store.storage import LocalStorage
 from tests.service import make_job, migrated_sessions, new_tenant_key
@@ -196,3 +198,52 @@ def test_fetch_says_when_the_archive_is_missing(sessions: sessionmaker[Session],
     storage.delete(ckpt.storage_key)
     with pytest.raises(CheckpointIntegrityError, match="missing from storage"):
         fetch_checkpoint(storage, ckpt, tmp_path / "fetched")
+
+
+def test_retention_keeps_the_newest_the_final_the_shared_and_the_used_checkpoints(
+        sessions: sessionmaker[Session], storage: LocalStorage, folder: Path) -> None:
+    """Issue 15, item 13d: with keep = 2, pruning after each save deletes the rows and
+    archives of the older full-state checkpoints, except the final one (the job's last
+    step), one shared with another tenant and one a queued job trains from."""
+    job = new_job(sessions, total_steps=10, status="running")
+    keys: dict[int, str] = {}
+    deleted: list[str] = []
+    for step in (1, 2, 3, 10, 11, 12):
+        with transaction(sessions) as session:
+            row = register_checkpoint(session, storage, job, step, folder, full_state=True,
+                                      metrics={})
+            keys[step] = row.storage_key
+            if step == 2:  # shared with another tenant
+                other, _ = new_tenant_key(sessions)
+                session.add(CheckpointPermission(id=ids.new_id(ids.CHECKPOINT_PERMISSION),
+                                                 checkpoint_id=row.id, project_id=other))
+            if step == 3:  # the base model of another job, not yet finished
+                make_job(sessions, job.tenant_id, model=row.model_name)
+        with transaction(sessions) as session:
+            pruned = prune_checkpoints(session, job, keep=2)
+        for key in pruned:
+            storage.delete(key)
+        deleted += pruned
+    assert deleted == [keys[1]]  # 2 shared, 3 used, 10 final, 11 and 12 the newest two
+    assert not storage.exists(keys[1])
+    assert all(storage.exists(keys[s]) for s in (2, 3, 10, 11, 12))
+    with sessions() as session:
+        steps = list(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job.id)
+                                     .order_by(Checkpoint.step)))
+    assert steps == [2, 3, 10, 11, 12]
+
+
+def test_retention_keeps_checkpoints_that_are_not_full_state(
+        sessions: sessionmaker[Session], storage: LocalStorage, folder: Path) -> None:
+    job = new_job(sessions, total_steps=10, status="running")
+    with transaction(sessions) as session:
+        exported = register_checkpoint(session, storage, job, 1, folder, full_state=False,
+                                       metrics={})
+        for step in (2, 3):
+            register_checkpoint(session, storage, job, step, folder, full_state=True,
+                                metrics={})
+        assert prune_checkpoints(session, job, keep=1) != []
+    with sessions() as session:
+        steps = list(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job.id)
+                                     .order_by(Checkpoint.step)))
+    assert steps == [1, 3] and storage.exists(exported.storage_key)

@@ -15,8 +15,10 @@ from store.hyperparameters import (
     PARAM,
     SERVER_KEYS,
     USER_KEYS,
+    JobLimits,
     resolve_hyperparameters,
 )
+from store.settings import Settings
 
 DEFAULTS = TrainConfig()
 
@@ -175,3 +177,48 @@ def test_hyperparameters_must_be_an_object() -> None:
 def test_one_epoch_over_few_rows_is_at_least_one_step() -> None:
     hp = resolve_hyperparameters({"n_epochs": 0.1, "batch_size": 8}, training_rows=2)
     assert hp.total_steps == 1
+
+
+# ---- bounds (issue 15) ----
+
+LIMITS = JobLimits(max_steps=100, max_completions_per_step=64, max_new_tokens=512)
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ({"steps": 2**31}, "steps"), ({"steps": 10**20}, "steps"), ({"steps": 1e20}, "steps"),
+    ({"group_size": 10**9}, "group_size"), ({"warmup_steps": 1e30}, "warmup_steps"),
+    ({"learning_rate_multiplier": 1e308}, "learning_rate_multiplier"),
+    ({"learning_rate_multiplier": 10**400}, "learning_rate_multiplier"),
+    ({"loss": {"clip_high": 10**400}}, "loss.clip_high"),
+    ({"adam_betas": [10**400, 0.9]}, "adam_betas"),
+    ({"eval_samples": 10**9}, "eval_samples"), ({"eval_interval": 10**30}, "eval_interval"),
+])
+def test_unbounded_values_are_refused_naming_the_field(raw: dict[str, Any], field: str) -> None:
+    error = refused(raw)
+    assert error.param == f"{PARAM}.{field}"
+    assert len(error.message) < 400  # the value is not echoed whole
+
+
+@pytest.mark.parametrize(("raw", "field", "setting"), [
+    ({"steps": 101}, "steps", "PAEC_MAX_JOB_STEPS"),
+    ({"n_epochs": 50}, "n_epochs", "PAEC_MAX_JOB_STEPS"),  # ceil(50 * 10 / 4) = 125 steps
+    ({"group_size": 32, "batch_size": 3}, "group_size", "PAEC_MAX_JOB_COMPLETIONS_PER_STEP"),
+    ({"batch_size": 9}, "batch_size", "PAEC_MAX_JOB_COMPLETIONS_PER_STEP"),  # 9 * 8
+    ({"max_new_tokens": 513}, "max_new_tokens", "PAEC_MAX_JOB_NEW_TOKENS"),
+])
+def test_a_job_past_the_operators_limits_is_refused_naming_the_field(
+        raw: dict[str, Any], field: str, setting: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        resolve_hyperparameters(raw, training_rows=10, limits=LIMITS)
+    assert info.value.param == f"{PARAM}.{field}" and setting in info.value.message
+
+
+def test_a_job_at_the_operators_limits_is_accepted() -> None:
+    hp = resolve_hyperparameters({"steps": 100, "group_size": 16, "batch_size": 4,
+                                  "max_new_tokens": 512}, training_rows=10, limits=LIMITS)
+    assert hp.total_steps == 100
+
+
+def test_the_limits_come_from_the_settings() -> None:
+    settings = Settings(max_job_steps=7, max_job_completions_per_step=9, max_job_new_tokens=11)
+    assert JobLimits.from_settings(settings) == JobLimits(7, 9, 11)

@@ -104,6 +104,8 @@ def test_the_sweeper_re_sends_jobs_to_the_queue_of_their_device_kind(
     settings = settings_from(worker_env)
     ctx = Context(settings=settings, sessions=worker_sessions,
                   storage=LocalStorage(settings.resolved_artifacts_dir), worker_id="test:0")
+    # A job is sent again only to an empty queue (item 13b): start from empty ones.
+    redis.Redis.from_url(BROKER).delete(TRAIN_CPU_QUEUE, TRAIN_GPU_QUEUE)
     try:
         result = sweep_once(ctx, CeleryQueue(BROKER).app)
         assert dead in result.requeued and lost in result.resent
@@ -115,3 +117,39 @@ def test_the_sweeper_re_sends_jobs_to_the_queue_of_their_device_kind(
         with transaction(worker_sessions) as session:
             session.execute(update(Job).where(Job.id.in_([dead, lost]))
                             .values(status="cancelled", worker_id=None))
+
+
+def test_a_job_whose_message_still_waits_is_not_sent_again(
+        worker_env: dict[str, str], worker_sessions: sessionmaker[Session]) -> None:
+    """Issue 15, item 13b: a GPU job no worker consumes stays queued; each sweep past
+    `resend_after_s` used to add one more message for it. Now a job is sent again only once
+    its queue is empty, i.e. when its previous message cannot still be waiting there."""
+    broker = redis.Redis.from_url(BROKER)
+    broker.delete(TRAIN_GPU_QUEUE)
+    tenant_id, _ = new_tenant_key(worker_sessions)
+    method = {"type": "reinforcement", "reinforcement": {"hyperparameters": {"device": "gpu"}}}
+    job_id = make_job(worker_sessions, tenant_id, status="queued", method=method)
+    settings = settings_from(worker_env)
+    ctx = Context(settings=settings, sessions=worker_sessions,
+                  storage=LocalStorage(settings.resolved_artifacts_dir), worker_id="test:0")
+    app = CeleryQueue(BROKER).app
+
+    def sweep_after_a_long_wait() -> list[str]:
+        with transaction(worker_sessions) as session:
+            session.execute(update(Job).where(Job.id == job_id)
+                            .values(queued_at=utcnow() - timedelta(hours=1)))
+        return sweep_once(ctx, app).resent
+
+    try:
+        assert job_id in sweep_after_a_long_wait()  # its message was lost: sent
+        for _ in range(3):  # its message waits: nothing more
+            assert job_id not in sweep_after_a_long_wait()
+        assert waiting_job_ids(TRAIN_GPU_QUEUE) == [job_id]
+        broker.delete(TRAIN_GPU_QUEUE)  # Redis lost it (restarted empty)
+        assert job_id in sweep_after_a_long_wait()
+        assert waiting_job_ids(TRAIN_GPU_QUEUE) == [job_id]
+    finally:
+        with transaction(worker_sessions) as session:
+            session.execute(update(Job).where(Job.id == job_id)
+                            .values(status="cancelled", worker_id=None))
+        broker.delete(TRAIN_GPU_QUEUE)
