@@ -393,11 +393,14 @@ def _command(limits: SandboxLimits, isolated: bool) -> tuple[list[str], int | No
     else:
         user = ["--unshare-user", "--uid", str(UNPRIVILEGED_SANDBOX_UID),
                 "--gid", str(UNPRIVILEGED_SANDBOX_UID), "--disable-userns"]
+    # The private /tmp first, the read-only binds after it: an interpreter or venv that lives
+    # under the host's /tmp (a checkout there) stays visible instead of hidden by the tmpfs.
     cmd = [tool, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv", *user,
-           "--hostname", "sandbox", *_mount_args(python, limits.site_packages),
-           "--proc", "/proc", "--dev", "/dev",
-           "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"]
+           "--hostname", "sandbox",
+           "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
+           *_mount_args(python, limits.site_packages),
+           "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     for key, value in _child_env("/tmp").items():
         cmd += ["--setenv", key, value]
     return [*cmd, "--", python, *flags, _CHILD_SCRIPT], drop_to

@@ -297,7 +297,9 @@ def test_writes_outside_the_private_tmp_fail_and_tmp_is_fresh() -> None:
     source = textwrap.dedent("""
         import os
         def grade(sample, item):
-            if os.listdir("/tmp"):
+            # (/tmp may hold the read-only mount points of an install that lives under the
+            # host's /tmp; a file a previous grader wrote must not be there.)
+            if os.path.exists("/tmp/mine"):
                 return 3.0
             with open("/tmp/mine", "w") as f:
                 f.write("ok")
