@@ -15,7 +15,6 @@ its JSON body, for POST, PUT and PATCH).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,12 +23,11 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import Scope
 
 from api.routes import ROUTERS
+from store.db import unstorable
 
 MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects a JSON body may have (the body itself is level 1)."""
 
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
-"""NUL (Postgres refuses it in text and json) and lone surrogates (not encodable as UTF-8)."""
 
 
 @dataclass(frozen=True)
@@ -41,15 +39,6 @@ class EdgeProblem:
     code: str = "invalid_request"
 
 
-def bad_text(value: str) -> str | None:
-    """A description of what makes `value` unstorable, or None when it is clean."""
-    found = _BAD_TEXT.search(value)
-    if found is None:
-        return None
-    char = found.group()
-    return "a NUL character" if char == "\x00" else f"a lone surrogate (U+{ord(char):04X})"
-
-
 def _path_param(scope: Scope) -> str:
     # The routes' own parameter names, looked up only once a path has been refused (the
     # routers are mounted without a prefix of their own: api/app.py).
@@ -58,14 +47,14 @@ def _path_param(scope: Scope) -> str:
         match = regex.match(scope["path"]) if regex is not None else None
         if match is not None:
             for name, value in match.groupdict().items():
-                if isinstance(value, str) and bad_text(value):
+                if isinstance(value, str) and unstorable(value):
                     return str(name)
     return "path"
 
 
 def check_path(scope: Scope) -> EdgeProblem | None:
     """A NUL (`%00`) in the decoded path, named by the route's path parameter."""
-    what = bad_text(scope["path"])
+    what = unstorable(scope["path"])
     if what is None:
         return None
     param = _path_param(scope)
@@ -81,9 +70,9 @@ def check_query(query_string: bytes) -> EdgeProblem | None:
         return None  # the fast path: only %00 decodes to a NUL (surrogates decode to U+FFFD)
     for name, value in parse_qsl(text, keep_blank_values=True):
         for part in (name, value):
-            what = bad_text(part)
+            what = unstorable(part)
             if what is not None:
-                param = name if bad_text(name) is None else "query"
+                param = name if unstorable(name) is None else "query"
                 return EdgeProblem(f"the query parameter {param!r} must not contain {what}",
                                    param)
     return None
@@ -108,7 +97,7 @@ def _walk(value: Any) -> EdgeProblem | None:
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, str):
-            what = bad_text(item)
+            what = unstorable(item)
             if what is not None:
                 return EdgeProblem(f"{path or 'the body'} must not contain {what}",
                                    path or None)
@@ -119,7 +108,7 @@ def _walk(value: Any) -> EdgeProblem | None:
             if isinstance(item, dict):
                 for key, child in item.items():
                     child_path = _join(path, key)
-                    what = bad_text(key)
+                    what = unstorable(key)
                     if what is not None:  # named by its object: the key is unprintable
                         return EdgeProblem(f"a key of {path or 'the body'} must not contain "
                                            f"{what}", path or None)

@@ -168,11 +168,9 @@ class Served:
 def served_job(prefix: str, workers: int = 1) -> Iterator[Served]:
     """A fresh migrated Postgres database holding a tenant, its key and a running job, and
     `uvicorn api.app:app` serving it once /health answers; both removed afterwards."""
-    import httpx
-
     from store.db import make_engine, make_sessionmaker, transaction
     from store.tenants import create_key, create_tenant
-    from tests.service import free_port, fresh_postgres, make_job, migrate
+    from tests.service import free_port, fresh_postgres, make_job, migrate, wait_for_health
 
     with fresh_postgres(prefix) as url, tempfile.TemporaryDirectory() as data_dir:
         migrate(url)
@@ -186,15 +184,7 @@ def served_job(prefix: str, workers: int = 1) -> Iterator[Served]:
         port = free_port()
         api = _start_api(url, port, workers, data_dir)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if api.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the API did not start") from None
-                    time.sleep(0.2)
+            wait_for_health(f"http://127.0.0.1:{port}", api, timeout=60)
             yield Served(url, data_dir, job_id, key, port, api)
         finally:
             api.terminate()

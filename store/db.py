@@ -7,6 +7,7 @@ default). Only the request (API) or the task (worker) commits: service functions
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -36,6 +37,20 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON,
         list[Any]: JSON,
     }
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL (Postgres refuses it in text and json) and the surrogate code points (no UTF-8)."""
+
+
+def unstorable(text: str) -> str | None:
+    """What keeps `text` out of any text column ("a NUL character", "a lone surrogate
+    (U+D800)"), or None when it can be stored."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    return "a NUL character" if char == "\x00" else f"a lone surrogate (U+{ord(char):04X})"
 
 
 def utcnow() -> datetime:

@@ -24,7 +24,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from store import idempotency, ids
-from store.db import unix, utcnow
+from store.db import unix, unstorable, utcnow
 from store.errors import (
     InvalidRequestError,
     InvalidTransitionError,
@@ -51,8 +51,6 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 MAX_LIST = 100
 _SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-"""NUL and the surrogate code points: no text column can store them."""
 _CAS_TRIES = 5
 
 
@@ -177,7 +175,7 @@ def _check_metadata(metadata: object) -> None:
         # Postgres text and jsonb cannot hold NUL, and a lone surrogate is no UTF-8: stored,
         # either one made every later `metadata[k]=v` list of the tenant a 500 (issue 15).
         for what, text in (("keys", key), ("values", value)):
-            if _UNSTORABLE.search(text):
+            if unstorable(text):
                 raise _invalid("metadata", f"metadata {what} must not contain NUL characters "
                                f"or lone surrogates, got {text[:80]!r}")
 
@@ -323,7 +321,7 @@ def list_jobs(session: Session, tenant_id: str, *, after: str | None = None,
     if not 1 <= limit <= MAX_LIST:
         raise _invalid("limit", f"limit must be in [1, {MAX_LIST}], got {limit}")
     query = select(Job).where(Job.tenant_id == tenant_id)
-    if any(_UNSTORABLE.search(text) for pair in (metadata or {}).items() for text in pair):
+    if any(unstorable(text) for pair in (metadata or {}).items() for text in pair):
         return [], False  # no stored metadata holds one (see _check_metadata); Postgres
         # would refuse the query itself
     for key, value in (metadata or {}).items():

@@ -8,13 +8,16 @@ import importlib.util
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import httpx
 import psycopg
 import uvicorn
 from alembic import command
@@ -161,3 +164,22 @@ def load_script(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def wait_for_health(url: str, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """Wait until the API process `proc` answers GET `url`/health. Raises RuntimeError, with
+    what the process printed when its output is a pipe, once it has exited or after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url + "/health", timeout=1)
+            return
+        except httpx.TransportError:
+            exited = proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                pipe = proc.stdout or proc.stderr
+                out = pipe.read() if exited and pipe is not None else ""
+                text = out.decode(errors="replace") if isinstance(out, bytes) else out
+                raise RuntimeError(f"uvicorn at {url} did not start: {text}") from None
+            time.sleep(0.1)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.service import ROOT, free_port
+from tests.service import ROOT, free_port, wait_for_health
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +28,7 @@ def process_server(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    raise RuntimeError(f"uvicorn did not start: {out}") from None
-                time.sleep(0.1)
+        wait_for_health(url, proc)
         yield url
     finally:
         proc.terminate()

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from store.settings import Settings
-from tests.service import ROOT, ThreadedServer, free_port
+from tests.service import ROOT, ThreadedServer, free_port, wait_for_health
 
 FORGED = '/v1/nothing%0A{"level":"ERROR","message":"forged"}%0D%1B[31m'
 ESCAPED = "/v1/nothing%0A%7B%22level%22:%22ERROR%22,%22message%22:%22forged%22%7D%0D%1B%5B31m"
@@ -40,14 +39,7 @@ def _uvicorn_stderr(pg_url: str, data: str, requests: list[tuple[str, dict[str, 
     url = f"http://127.0.0.1:{port}"
     responses = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "no uvicorn"
-                time.sleep(0.1)
+        wait_for_health(url, proc)
         responses = [httpx.get(url + path, headers=headers) for path, headers in requests]
     finally:
         proc.terminate()
