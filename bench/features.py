@@ -1,9 +1,10 @@
-"""Benchmark of PAEC's one-pass feature computation (paec.features.token_features).
+"""Benchmark of PAEC's one-pass feature computation (paec.calibration.features.token_features).
 
 At V = 151,936 and N = 4,096 positions it times, in one run and on the same logits:
   - entropy:   the chunked full-entropy pass alone, as trainers write it (TRL's
                `entropy_from_logits`: log_softmax, exp, multiply, sum; 128 rows a chunk);
-  - paec:      paec.features.token_features (entropy + top-p entropy + nucleus + top-2 gap);
+  - paec:      paec.calibration.features.token_features (entropy + top-p entropy + nucleus
+               + top-2 gap);
   - sort:      top-p entropy the way existing public code does it (SIREN's
                `top_p_entropy_from_logits`: softmax, full sort, cumsum, renormalise), in
                chunks of 256 rows so that it fits in memory at all;
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from paec.features import token_features
+from paec.calibration.features import token_features
 
 TOP_P = 0.9
 
@@ -49,8 +50,8 @@ TOP_P = 0.9
 def smollm2_logits(n: int, path: Path) -> None:
     """Sample SmolLM2 rollouts until `n` completion positions, save their logits (n, 49152)."""
     from paec.data import builtin_task
-    from paec.models import load_model_and_tokenizer
-    from paec.rollout import encode_prompts, sample, sequence_logits
+    from paec.modeling.loader import load_model_and_tokenizer
+    from paec.training.rollout import encode_prompts, sample, sequence_logits
 
     model, tokenizer = load_model_and_tokenizer("builtin:smollm2-135m-instruct")
     rows: list[torch.Tensor] = []

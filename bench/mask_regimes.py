@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from paec.config import MaskScope, PAECConfig
-from paec.features import TokenFeatures, token_features
-from paec.mask import position_mask
-from paec.penalty import masked_mean_entropy
+from paec.calibration.features import TokenFeatures, token_features
+from paec.calibration.mask import position_mask
+from paec.calibration.penalty import masked_mean_entropy
+from paec.config.calibration import MaskScope, PAECConfig
 
 SHARES = (0.50, 0.80, 0.90, 0.95)
 
@@ -106,7 +106,7 @@ def smollm2_logits(n_problems: int = 24,
     greedy answers (at most 48 tokens each) to builtin:add problems: completion positions
     only."""
     from paec.data import builtin_task
-    from paec.models import apply_chat_template, load_model_and_tokenizer
+    from paec.modeling.loader import apply_chat_template, load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(model_source, dtype=torch.float32,
                                           device=torch.device("cpu"))

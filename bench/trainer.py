@@ -8,7 +8,7 @@ RSS (VmHWM, ru_maxrss), and the cores other processes kept busy meanwhile (on a 
 2-core machine any contention spoils timings). Targets (issue): trl / paec-grpo >= 1.3x,
 paec peak memory <= trl's, paec / paec-grpo <= 1.05x (PAEC's overhead over plain GRPO).
 
-Matched: the model (a random Llama from `paec.models.tiny_model` over the real SmolLM2
+Matched: the model (a random Llama from `paec.modeling.loader.tiny_model` over the real SmolLM2
 tokenizer, vocabulary 49,152, saved to a temporary folder both load; fp32, CPU, default torch
 threads; its logits scaled by --logit-scale, 20 by default, to a language model's next-token
 entropy, see `build_model`); the prompts (builtin:add in the tokenizer's chat template); the reward
@@ -80,9 +80,9 @@ class Clock:
 
 def paec_trainer(a: argparse.Namespace, use_paec: bool, out: str) -> Any:
     """paec's Trainer on the benchmark's model, data and batch (`use_paec` off: plain GRPO)."""
-    from paec.config import PAECConfig
-    from paec.train_config import TrainConfig
-    from paec.trainer import Trainer
+    from paec.config.calibration import PAECConfig
+    from paec.config.training import TrainConfig
+    from paec.training.trainer import Trainer
 
     cfg = TrainConfig(model=a.model_dir, train_data="builtin:add", train_size=TRAIN_SIZE,
                       grader=GRADER, output_dir=out, seed=SEED, dtype="float32",
@@ -137,7 +137,7 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
     from trl import GRPOConfig, GRPOTrainer
 
     from paec.data import builtin_task
-    from paec.graders import fuzzy_match
+    from paec.grading.graders import fuzzy_match
 
     examples = builtin_task("builtin:add", size=TRAIN_SIZE, seed=SEED)
     # Conversational prompts: TRL applies the tokenizer's chat template itself.
@@ -229,7 +229,7 @@ def build_model(a: argparse.Namespace, folder: str) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from paec.models import resolve_model, tiny_model
+    from paec.modeling.loader import resolve_model, tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("builtin:smollm2-135m-instruct")))
     if tokenizer.pad_token is None:
@@ -299,7 +299,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         if a.model:  # a real model instead of the tiny one, e.g. builtin:smollm2-135m-instruct
-            from paec.models import resolve_model
+            from paec.modeling.loader import resolve_model
 
             folder = str(resolve_model(a.model))
             print(f"model: {a.model} ({folder}); ", end="")

@@ -33,11 +33,11 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from paec.callbacks import Callback  # noqa: E402
+from paec.config.training import TrainConfig  # noqa: E402
 from paec.data import builtin_task  # noqa: E402
-from paec.models import resolve_model, tiny_model  # noqa: E402
-from paec.train_config import TrainConfig  # noqa: E402
-from paec.trainer import Trainer  # noqa: E402
+from paec.modeling.loader import resolve_model, tiny_model  # noqa: E402
+from paec.training.callbacks import Callback  # noqa: E402
+from paec.training.trainer import Trainer  # noqa: E402
 from store.db import as_utc, make_engine, make_sessionmaker  # noqa: E402
 from store.models import Event  # noqa: E402
 from tests.service import fresh_postgres, migrate, new_tenant_key  # noqa: E402

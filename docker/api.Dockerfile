@@ -17,7 +17,7 @@ ENV PYTHONUNBUFFERED=1 \
     PAEC_DATA_DIR=/var/lib/paec
 
 # bubblewrap: the isolation of python graders, which the API runs on /graders/validate and
-# /graders/run (paec/sandbox.py; without it, python graders are refused).
+# /graders/run (paec/grading/sandbox.py; without it, python graders are refused).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap \
     && rm -rf /var/lib/apt/lists/*

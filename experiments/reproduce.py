@@ -41,8 +41,9 @@ Arms (same seeds, data order, sampling seeds and budget; only the loss differs),
   valid position (`mask_scope = all`, not only those that can decide). The
   threshold is then the smallest valid score (`quantile_threshold` with "higher"
   interpolation takes the ceil(0 * (n - 1)) + 1 = 1st smallest value) and the hard mask is
-  1[s_t >= min s] = 1 at every valid position: every weight is exactly 1 (paec/mask.py). H_bar
-  is then the mean top-p entropy of all positions, and the anchor and floor are of that mean.
+  1[s_t >= min s] = 1 at every valid position: every weight is exactly 1
+  (paec/calibration/mask.py). H_bar is then the mean top-p entropy of all positions, and the
+  anchor and floor are of that mean.
 
 Before the arms, the untrained policy is evaluated on both held-out sets (`run_base`): the
 report's reference row, which says whether 30 steps moved the scores at all.
@@ -74,10 +75,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from paec.callbacks import Callback
-from paec.config import MaskMode, MaskScope, PAECConfig
+from paec.config.calibration import MaskMode, MaskScope, PAECConfig
+from paec.config.training import TrainConfig
 from paec.data import Example, load_examples
-from paec.train_config import TrainConfig
+from paec.training.callbacks import Callback
 
 ARMS: dict[str, str] = {
     "grpo": "GRPO (clipped surrogate, clip-higher 0.28), no entropy term",
@@ -123,7 +124,7 @@ SMOKE_GRADER: dict[str, Any] = {
     "reference": "{{item.prompt}}", "evaluation_metric": "fuzzy_match"}
 """The smoke preset's reward: a random tiny model never answers a sum, so with the
 math-verify grader every group would have zero variance and no update would run. A graded
-similarity to the prompt gives every group variance, as tests/paec/test_trainer.py does."""
+similarity to the prompt gives every group variance, as tests/paec/training/test_trainer.py does."""
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ def run_base(s: Settings, train_file: Path, heldout: list[Example],
     record = _load_record(path, config, f"{BASE} seed {seed}")
     if record is not None:
         return record
-    from paec.trainer import Trainer
+    from paec.training.trainer import Trainer
 
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
@@ -394,7 +395,7 @@ def run_one(s: Settings, arm: str, seed: int, train_file: Path, heldout: list[Ex
     if done is not None:
         return done
     recorder = StepRecorder(label, s.steps, runs_left, eval_s)
-    from paec.trainer import Trainer  # torch and transformers load only when a run is due
+    from paec.training.trainer import Trainer  # torch and transformers load only when a run is due
 
     t0 = time.perf_counter()
     trainer = Trainer(cfg, [recorder])

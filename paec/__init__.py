@@ -3,8 +3,8 @@
 The math is pure tensor functions (features, mask, penalty, losses); nothing here imports the
 service (api/, worker/, store/). See docs/metrics.md for every formula.
 
-The names below load lazily (PEP 562), so that the torch-free modules (`paec.graders`,
-`paec.data`, `paec.train_config`) can be imported without torch: the service validates
+The names below load lazily (PEP 562), so that the torch-free modules (`paec.grading.graders`,
+`paec.data`, `paec.config.training`) can be imported without torch: the service validates
 datasets, graders and hyperparameters with the very code the trainer runs.
 """
 
@@ -14,31 +14,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from paec.anchor import AnchorState
-    from paec.config import EntropyNormalization, MaskMode, MaskScope, PAECConfig
-    from paec.features import TokenFeatures, token_features
-    from paec.mask import PositionMask, position_mask, position_score
-    from paec.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
-    from paec.scores import TokenScores, entropy, token_scores, top_p_entropy
+    from paec.calibration.anchor import AnchorState
+    from paec.calibration.features import TokenFeatures, token_features
+    from paec.calibration.mask import PositionMask, position_mask, position_score
+    from paec.calibration.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
+    from paec.calibration.scores import TokenScores, entropy, token_scores, top_p_entropy
+    from paec.config.calibration import EntropyNormalization, MaskMode, MaskScope, PAECConfig
 
 _HOME = {
-    "AnchorState": "paec.anchor",
-    "EntropyNormalization": "paec.config",
-    "MaskMode": "paec.config",
-    "MaskScope": "paec.config",
-    "PAECConfig": "paec.config",
-    "PAECBatch": "paec.penalty",
-    "PositionMask": "paec.mask",
-    "TokenFeatures": "paec.features",
-    "TokenScores": "paec.scores",
-    "entropy": "paec.scores",
-    "lower_bound_penalty": "paec.penalty",
-    "masked_mean_entropy": "paec.penalty",
-    "position_mask": "paec.mask",
-    "position_score": "paec.mask",
-    "token_features": "paec.features",
-    "token_scores": "paec.scores",
-    "top_p_entropy": "paec.scores",
+    "AnchorState": "paec.calibration.anchor",
+    "EntropyNormalization": "paec.config.calibration",
+    "MaskMode": "paec.config.calibration",
+    "MaskScope": "paec.config.calibration",
+    "PAECConfig": "paec.config.calibration",
+    "PAECBatch": "paec.calibration.penalty",
+    "PositionMask": "paec.calibration.mask",
+    "TokenFeatures": "paec.calibration.features",
+    "TokenScores": "paec.calibration.scores",
+    "entropy": "paec.calibration.scores",
+    "lower_bound_penalty": "paec.calibration.penalty",
+    "masked_mean_entropy": "paec.calibration.penalty",
+    "position_mask": "paec.calibration.mask",
+    "position_score": "paec.calibration.mask",
+    "token_features": "paec.calibration.features",
+    "token_scores": "paec.calibration.scores",
+    "top_p_entropy": "paec.calibration.scores",
 }
 
 __all__ = [

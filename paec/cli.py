@@ -2,7 +2,6 @@
 
     python -m paec train config.json [--set steps=50 --set paec.quantile=0.9] [--resume auto]
     python -m paec eval --model runs/paec/checkpoint-000020 --data builtin:add --k 8
-    python -m paec demo
 
 `train` shows a progress bar with reward and entropies, appends every step's metrics to
 <output_dir>/metrics.jsonl (and prints them as JSON lines with --jsonl).
@@ -14,56 +13,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from tqdm import tqdm
-
-from paec.callbacks import Callback
-from paec.checkpoint import latest_checkpoint
-from paec.train_config import TrainConfig
-
-
-class JsonlMetrics(Callback):
-    """Appends {"step", "metrics"} lines to a file (and optionally to a stream)."""
-
-    def __init__(self, path: Path, echo: TextIO | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.echo = path, echo
-
-    def on_step_end(self, step: int, metrics: dict[str, float],
-                    traces: list[dict[str, Any]]) -> None:
-        self._write({"step": step, "metrics": metrics, "traces": traces})
-
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        self._write({"step": step, "eval": metrics})
-
-    def _write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True)
-        with self.path.open("a") as f:
-            f.write(line + "\n")
-        if self.echo is not None:
-            print(line, file=self.echo, flush=True)
-
-
-class ProgressBar(Callback):
-    """A tqdm bar over the steps with the numbers a PAEC user watches."""
-
-    def __init__(self, total: int, initial: int) -> None:
-        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-
-    def on_step_end(self, step: int, metrics: dict[str, float],
-                    traces: list[dict[str, Any]]) -> None:
-        show = {"reward": metrics.get("reward/mean"), "H": metrics.get("entropy"),
-                "H_mask": metrics.get("entropy/masked"), "floor": metrics.get("paec/floor")}
-        self.bar.set_postfix({k: f"{v:.3f}" for k, v in show.items() if v is not None})
-        self.bar.update(1)
-
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        self.bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.3f}"
-                                                          for k, v in metrics.items()))
-
-    def close(self) -> None:
-        self.bar.close()
+from paec.config.training import TrainConfig
+from paec.errors import PAECError
+from paec.training.callbacks import JsonlMetrics, ProgressBar
+from paec.training.checkpoint import latest_checkpoint
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -91,7 +46,7 @@ def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from paec.trainer import Trainer
+    from paec.training.trainer import Trainer
 
     cfg = load_config(args.config, args.set)
     resume = None
@@ -111,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from paec.trainer import Trainer
+    from paec.training.trainer import Trainer
 
     cfg = TrainConfig(model=args.model, train_data=args.data, train_size=args.size,
                       validation_data=args.data, validation_size=args.size, eval_k=args.k,
@@ -120,13 +75,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg)
     metrics = trainer.evaluate()
     print(json.dumps(metrics, indent=2, sort_keys=True))
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from paec.demo import main as demo
-
-    demo([])
     return 0
 
 
@@ -150,12 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
     ev.set_defaults(func=cmd_eval)
-    de = sub.add_parser("demo", help="PAEC features and mask on SmolLM2 rollouts")
-    de.set_defaults(func=cmd_demo)
     args = ap.parse_args(argv)
     try:
         code: int = args.func(args)
-    except ValueError as exc:  # config and data errors: say what and where, no traceback
+    except PAECError as exc:  # the user's config or data: say what and where, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return code

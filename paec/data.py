@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from paec.errors import DatasetError, RowError
+
 ROLES = ("system", "developer", "user", "assistant")
 """Message roles accepted in prompts (those of the OpenAI chat format)."""
 
@@ -60,50 +62,6 @@ class Example:
         if value is None:
             return None
         return value if isinstance(value, str) else json.dumps(value)
-
-
-@dataclass(frozen=True)
-class RowError:
-    """What is wrong with one row: ``field`` is a path such as ``messages[2].role``
-    (message indices 0-based), or "" when the row as a whole is wrong."""
-
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: {self.field}" if self.field else f"line {self.line}"
-        return f"{where}: {self.message}"
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used; ``errors`` lists the bad rows' errors, the first
-    ``max_errors`` of them when scanned from a file (empty when the problem is not about
-    rows, such as an unknown built-in task); ``total_errors`` and ``bad_rows`` count them
-    all."""
-
-    def __init__(self, message: str, errors: Sequence[RowError] = (), *,
-                 total_errors: int | None = None, bad_rows: int | None = None) -> None:
-        super().__init__(message)
-        self.errors: list[RowError] = list(errors)
-        self.total_errors = len(self.errors) if total_errors is None else total_errors
-        self.bad_rows = len({e.line for e in self.errors}) if bad_rows is None else bad_rows
-
-    @classmethod
-    def from_rows(cls, errors: Sequence[RowError], *, max_errors: int = 50,
-                  total_errors: int | None = None, bad_rows: int | None = None
-                  ) -> DatasetError:
-        """An error whose message lists the first ``max_errors`` row errors, then a count.
-        ``errors`` may be only the first of ``total_errors`` in ``bad_rows`` rows (the
-        default: all of them)."""
-        total = len(errors) if total_errors is None else total_errors
-        rows = len({e.line for e in errors}) if bad_rows is None else bad_rows
-        head = f"invalid dataset: {total} error(s) in {rows} row(s)"
-        shown = errors[:max_errors]
-        lines = [f"  {e}" for e in shown]
-        if total > len(shown):
-            lines.append(f"  ... and {total - len(shown)} more")
-        return cls("\n".join([head, *lines]), shown, total_errors=total, bad_rows=rows)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ The object the API returns:
 
 `results` (written by the worker through `finish_evaluation`, null until then) maps each
 dataset, as named in `datasets`, to its scores; the metric keys carry the evaluation's k
-(paec.evaluation.evaluate_groups), e.g. for k = 8:
+(paec.grading.evaluation.evaluate_groups), e.g. for k = 8:
 
     {"builtin:add": {"avg@8": 0.41, "pass@8": 0.93, "maj@8": 0.55, "n": 64}}
 
@@ -137,7 +137,7 @@ def create_evaluation(session: Session, settings: Settings, tenant_id: str,
               else validate_grader_spec(request.grader, settings, "grader"))
     if grader.get("type") != "math_verify":
         # avg@k, pass@k and maj@k compare final answers with each row's `answer` by
-        # mathematical equivalence (paec.evaluation), as the trainer's evaluation does; a
+        # mathematical equivalence (paec.grading.evaluation), as the trainer's evaluation does; a
         # grader of another kind would be stored and silently ignored, so it is refused.
         raise InvalidRequestError(
             "evaluations score final answers against each row's `answer` by mathematical "

@@ -41,7 +41,8 @@ from typing import IO, Any, BinaryIO
 from sqlalchemy import ColumnElement, Select, false, or_, select
 from sqlalchemy.orm import Session
 
-from paec.data import DatasetError, validate_jsonl_file
+from paec.data import validate_jsonl_file
+from paec.errors import DatasetError
 from store import ids
 from store.db import unix, utcnow
 from store.errors import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
@@ -243,7 +244,8 @@ def validate_spooled(path: str) -> tuple[bool, int | str]:
 # The child of `_validate_apart`: paec.data alone (no torch, no database), one JSON line out.
 _CHILD = """
 import json, sys
-from paec.data import DatasetError, validate_jsonl_file
+from paec.data import validate_jsonl_file
+from paec.errors import DatasetError
 try:
     out = [True, validate_jsonl_file(sys.argv[1])]
 except DatasetError as exc:

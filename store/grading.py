@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from paec.graders import (
+from paec.grading.graders import (
     ERROR_KEYS,
     Grader,
     GraderError,
@@ -90,7 +90,7 @@ def validate_grader_spec(spec: object, settings: Settings,
     `spec` is the decoded JSON value; `param_prefix` is where it sits in the request
     (`grader`, `method.reinforcement.grader`). Raises InvalidRequestError whose `param` is
     the path of the offending field (`grader.operation`, `grader.graders.acc.type`, ...):
-    for anything paec.graders.validate_grader refuses, for a python grader when
+    for anything paec.grading.graders.validate_grader refuses, for a python grader when
     `settings.allow_python_graders` is off (param `<path>.type`), and for a python source
     that does not load in the sandbox (param `<path>.source`; this runs a child process).
     """

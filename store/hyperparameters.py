@@ -1,5 +1,5 @@
 """A reinforcement job's hyperparameters: OpenAI's fields and our extensions, mapped onto
-`paec.train_config.TrainConfig` and validated by building it (openai-compat a.3.1).
+`paec.config.training.TrainConfig` and validated by building it (openai-compat a.3.1).
 
 OpenAI's fields (each may be "auto", meaning TrainConfig's default):
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -38,10 +37,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from paec.checks import is_finite_number
-from paec.config import PAECConfig
-from paec.loss_config import PolicyLossConfig
-from paec.train_config import TrainConfig
+from paec.config.calibration import PAECConfig
+from paec.config.checks import is_finite_number
+from paec.config.loss import PolicyLossConfig
+from paec.config.training import TrainConfig
+from paec.errors import ConfigError
 from store.errors import InvalidRequestError
 from store.queue import DEVICE_ANY, DEVICE_KINDS
 from store.settings import Settings
@@ -69,10 +69,6 @@ MAX_EPOCHS = 50
 """OpenAI's ranges: batch_size 1-256, n_epochs up to 50."""
 
 _DEFAULTS = TrainConfig()
-_CONFIG_MESSAGE = re.compile(r"^(TrainConfig|PAECConfig|PolicyLossConfig)(?:\.(\w+))?[ :]")
-_SECTION = {"TrainConfig": "", "PAECConfig": "paec.", "PolicyLossConfig": "loss."}
-
-
 @dataclass(frozen=True)
 class JobLimits:
     """The largest job the operator accepts (store.settings max_job_*; issue 15): TrainConfig's
@@ -258,19 +254,15 @@ def _device_kind(raw: Mapping[str, Any]) -> str:
     return kind
 
 
-def _config_param(message: str, openai: Mapping[str, Any]) -> str:
-    """The request path of the field a TrainConfig ValueError names ("PAECConfig.top_p must
-    be ..." -> "method.reinforcement.hyperparameters.paec.top_p")."""
-    match = _CONFIG_MESSAGE.match(message)
-    if match is None:
-        return PARAM
-    section, field = _SECTION[match.group(1)], match.group(2)
-    if field is None:
-        return PARAM + ("." + section.rstrip(".") if section else "")
-    if not section:  # a value the request gave under its OpenAI name is reported so
+def _config_param(exc: ConfigError, openai: Mapping[str, Any]) -> str:
+    """The request path of the field a TrainConfig error names (its `param` "paec.top_p" ->
+    "method.reinforcement.hyperparameters.paec.top_p"); a field the request gave under its
+    OpenAI name is reported under that name."""
+    field = exc.param
+    if field and "." not in field:
         field = next((o for o, t in ALIASES if t == field and openai.get(o) is not None),
                      field)
-    return f"{PARAM}.{section}{field}"
+    return f"{PARAM}.{field}" if field else PARAM
 
 
 def _round(value: float) -> float | int:
@@ -342,8 +334,8 @@ def resolve_hyperparameters(raw: object, *, training_rows: int,
         config["steps"] = max(1, math.ceil(openai["n_epochs"] * training_rows / prompts))
     try:
         trainer = TrainConfig.from_dict(config)
-    except (ValueError, TypeError) as exc:
-        param = _config_param(str(exc), openai)
+    except ConfigError as exc:
+        param = _config_param(exc, openai)
         raise InvalidRequestError(f"{param}: {exc}", param=param) from None
     if limits is not None:
         _check_limits(trainer, raw, limits)

@@ -23,7 +23,7 @@ from store.models import Checkpoint, Job
 from store.permissions import shared_checkpoint
 from store.settings import Settings
 
-# Kept in step with paec.models.BUILTIN_MODELS (a worker test checks it) without importing
+# Kept in step with paec.modeling.loader.BUILTIN_MODELS (a worker test checks it) without importing
 # torch here.
 BUILTIN_MODELS = frozenset({"builtin:smollm2-135m-instruct"})
 LOCAL_PREFIX = "local:"

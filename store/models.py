@@ -97,7 +97,7 @@ class Job(Base):
     method: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The effective method object echoed to users (grader, resolved hyperparameters)."""
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
-    """The trainer settings (paec.train_config.TrainConfig keys) the worker runs, without the
+    """The trainer settings (paec.config.training.TrainConfig keys) the worker runs, without the
     paths the worker resolves itself (model, data, output)."""
     seed: Mapped[int] = mapped_column(BigInteger)
     suffix: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     allow_python_graders: bool = False
     """Whether jobs and grader dry-runs may use `python` graders. Each runs in a bubblewrap
     sandbox: a uid of its own, no network, a private read-only file system, its own PID
-    namespace and rlimits (paec/sandbox.py, docs/operations.md); where `bwrap` is missing or
+    namespace and rlimits (paec/grading/sandbox.py, docs/operations.md); where `bwrap` is missing or
     fails its start-up check, python graders are refused with the reason. Off by default, so
     that an operator opts in to running tenant code at all."""
     max_job_steps: int = Field(default=100_000, ge=1, le=1_000_000)

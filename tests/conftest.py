@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from api.app import create_app
-from paec.models import resolve_model
+from paec.modeling.loader import resolve_model
 from store.db import make_engine, make_sessionmaker
 from store.settings import Settings
 from tests.service import REDIS_TEST_URL, ThreadedServer, fresh_postgres, migrate, new_tenant_key

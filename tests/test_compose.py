@@ -454,8 +454,9 @@ def test_images_copy_nothing_that_dockerignore_drops() -> None:
         for copy in instruction(path, "COPY"):
             assert copy.split()[0] == ".", copy  # the whole context, filtered by .dockerignore
     for needed in ("pyproject.toml", "README.md", "alembic.ini", "migrations/env.py",
-                   "api/app.py", "store/admin.py", "worker/celery_app.py", "paec/trainer.py",
-                   "docker/wait-for-db.sh", "requirements.lock", "requirements-model.txt"):
+                   "api/app.py", "store/admin.py", "worker/celery_app.py",
+                   "paec/training/trainer.py", "docker/wait-for-db.sh", "requirements.lock",
+                   "requirements-model.txt"):
         assert (ROOT / needed).exists(), needed
         assert not dockerignored(needed), f".dockerignore drops {needed}, which images need"
 

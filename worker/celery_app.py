@@ -39,7 +39,7 @@ log = logging.getLogger("paec.worker")
 
 
 def trains_on_cuda(device: str) -> bool:
-    """Whether PAEC_WORKER_DEVICE `device` resolves to CUDA (as paec.trainer.resolve_device
+    """Whether PAEC_WORKER_DEVICE `device` resolves to CUDA (as paec.training.trainer.resolve_device
     does: `auto` is CUDA when torch sees a GPU)."""
     name = device.strip()
     if name == "auto":

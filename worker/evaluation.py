@@ -1,5 +1,5 @@
 """Run an evaluation row: a model (built-in, local, or a tenant's checkpoint) on datasets,
-k samples per problem; avg@k, pass@k and maj@k per dataset (paec.evaluation), stored on the
+k samples per problem; avg@k, pass@k and maj@k per dataset (paec.grading.evaluation), stored on the
 row. Answers are compared with the row's `answer` by mathematical equivalence, as the
 trainer's own evaluation does.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from paec.config.training import TrainConfig
 from paec.data import load_examples
-from paec.train_config import TrainConfig
-from paec.trainer import Trainer
+from paec.training.trainer import Trainer
 from store.db import transaction
 from store.evaluations import (
     EvaluationStatus,

@@ -24,13 +24,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from paec.callbacks import Callback, StopRequest
-from paec.data import DatasetError
-from paec.grader_errors import GraderError
-from paec.train_config import TrainConfig
+from paec.config.training import TrainConfig
+from paec.errors import DatasetError, GraderError
+from paec.training.callbacks import Callback, StopRequest
 
 # torch is imported when the worker starts, not inside a claimed job's heartbeat window
-from paec.trainer import Trainer
+from paec.training.trainer import Trainer
 from store import runs
 from store.checkpoints import (
     fetch_checkpoint,

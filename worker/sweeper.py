@@ -102,7 +102,7 @@ def start_background(ctx: Context, app: Any, *, stop: threading.Event) -> thread
 def main() -> None:
     """Run one sweep with the environment's settings."""
     from worker.celery_app import app
-    from worker.tasks import context
+    from worker.process import context
 
     print(sweep_once(context(), app))
 

@@ -7,35 +7,18 @@ errors that Celery should retry.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-from functools import lru_cache
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from store.db import make_engine, make_sessionmaker
 from store.queue import EVALUATE_TASK, TRAIN_TASK
-from store.settings import Settings
-from store.storage import LocalStorage
 from worker import evaluation, sweeper
 from worker.celery_app import app
-from worker.runner import Context, run_job
+from worker.process import context
+from worker.runner import run_job
 
 log = logging.getLogger("paec.worker")
-
-
-@lru_cache(maxsize=1)
-def context() -> Context:
-    """This process's settings, database sessions, storage and identity."""
-    settings = Settings()
-    engine = make_engine(settings.resolved_database_url, pool_size=2, max_overflow=2) \
-        if not settings.resolved_database_url.startswith("sqlite") \
-        else make_engine(settings.resolved_database_url)
-    return Context(settings=settings, sessions=make_sessionmaker(engine),
-                   storage=LocalStorage(settings.resolved_artifacts_dir),
-                   worker_id=f"{socket.gethostname()}:{os.getpid()}")
 
 
 @app.task(name=TRAIN_TASK, bind=True, acks_late=True,  # type: ignore[untyped-decorator]

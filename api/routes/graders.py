@@ -4,7 +4,7 @@ uses it (OpenAI `fine_tuning.alpha.graders.validate` and `.run`, openai-compat a
 Both are plain `def` routes, so they run in a worker thread, never on the event loop; `run`
 grades in store.grading's own small pool, with a time limit and bounded inputs (issue 15,
 item 8). Graders that need a main thread (math_verify's SIGALRM timeouts) grade in a child
-process there (paec.sandbox).
+process there (paec.grading.sandbox).
 """
 
 from __future__ import annotations

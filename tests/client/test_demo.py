@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from paec.models import tiny_model
+from paec.modeling.loader import tiny_model
 from tests.service import ROOT
 
 

@@ -13,7 +13,7 @@ import pytest
 from transformers import PreTrainedTokenizerBase
 
 from experiments.reproduce import ARMS, BASE, main, run_path
-from paec.models import tiny_model
+from paec.modeling.loader import tiny_model
 
 PAEC_ONLY = ("entropy/masked", "entropy/top_p", "paec/penalty", "paec/mask_mean")
 EVERY_ARM = ("entropy", "reward/mean", "completion/length_mean", "time/step", "train/step")

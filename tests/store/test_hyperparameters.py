@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from paec.train_config import TrainConfig
+from paec.config.training import TrainConfig
 from store.errors import InvalidRequestError
 from store.hyperparameters import (
     DEVICE_KEY,

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from transformers import PreTrainedTokenizerBase
 
 from api.app import create_app
-from paec.models import tiny_model
+from paec.modeling.loader import tiny_model
 from store.db import make_engine, make_sessionmaker
 from store.models import Job
 from store.settings import Settings

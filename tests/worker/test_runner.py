@@ -11,8 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from paec.data import DatasetError, RowError
-from paec.grader_errors import GraderError
+from paec.errors import DatasetError, GraderError, RowError
 from store import runs
 from store.db import transaction
 from store.models import Job
@@ -117,7 +116,7 @@ def test_a_running_job_is_finished_with_its_result_file(
 
 def test_a_worker_that_lost_its_claim_writes_nothing_more_and_stops(
         sessions: sessionmaker[Session], tmp_path: Path) -> None:
-    from paec.callbacks import StopRequest
+    from paec.training.callbacks import StopRequest
     from store.models import Checkpoint, Event, Metric
     from worker.runner import DatabaseCallback
 

@@ -1,0 +1,226 @@
+"""The trainer's configuration: one typed dataclass, a docstring per field, nested configs for
+the policy loss (`paec.config.loss.PolicyLossConfig`) and PAEC (`paec.config.PAECConfig`).
+
+Loaded from JSON or YAML-free plain dicts with `TrainConfig.from_dict`; unknown keys are
+errors that name the key. Derived values are computed in one place (`__post_init__`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from paec.config.calibration import PAECConfig
+from paec.config.checks import parse_enum, require, require_finite, require_int
+from paec.config.loss import PolicyLossConfig
+from paec.errors import ConfigError
+
+MAX_STEPS = 1_000_000
+"""Largest `steps` (and warm-up, checkpoint and evaluation interval)."""
+MAX_DATASET_SIZE = 10_000_000
+"""Largest `train_size` / `validation_size` of a built-in task."""
+MAX_SEED = 2**63 - 1
+MAX_LORA_RANK = 4096
+MAX_PROMPTS_PER_STEP = 4096
+MAX_GROUP_SIZE = 1024
+MAX_NEW_TOKENS = 131_072
+MAX_UPDATE_EPOCHS = 64
+MAX_MICRO_BATCH_SIZE = 4096
+MAX_EVAL_K = 1024
+MAX_TRACE_SAMPLES = 1024
+MAX_LEARNING_RATE = 1.0
+MAX_WEIGHT_DECAY = 10.0
+"""Upper bounds of TrainConfig's fields: far past any run this trainer can do, they exist so
+that no value is unbounded (issue 15)."""
+
+
+class LRSchedule(StrEnum):
+    """Learning-rate schedule after the linear warm-up."""
+
+    CONSTANT = "constant"
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
+def default_grader() -> dict[str, Any]:
+    """Mathematical equivalence of the final answer with the row's `answer`."""
+    return {"type": "math_verify", "name": "correct", "input": "{{sample.output_text}}",
+            "reference": "{{item.answer}}"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one PAEC RLVR training run needs."""
+
+    model: str = "builtin:smollm2-135m-instruct"
+    """Base model: `builtin:<name>`, a local Hugging Face folder, or a hub id."""
+    train_data: str = "builtin:add"
+    """Training prompts: a JSONL file (OpenAI reinforcement format or prompt/answer), or a
+    built-in task `builtin:<name>`."""
+    train_size: int = 256
+    """Number of examples drawn from a built-in training task (ignored for files)."""
+    validation_data: str | None = None
+    """Held-out prompts for evaluation (same forms as train_data); None: no evaluation."""
+    validation_size: int = 64
+    """Number of examples drawn from a built-in validation task."""
+    grader: dict[str, Any] = field(default_factory=default_grader)
+    """OpenAI-shaped grader spec (string_check, text_similarity, python, multi, math_verify)."""
+    allow_python_grader: bool = False
+    """Whether a `python` grader may run (in a sandboxed process)."""
+    output_dir: str = "runs/paec"
+    """Where checkpoints and metrics.jsonl are written."""
+    seed: int = 0
+    """Seeds the data order, sampling and initialisation of everything random."""
+    dtype: str = "float32"
+    """Parameter dtype: float32 or bfloat16."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (cuda if available)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more time)."""
+    lora_rank: int = 0
+    """Rank of LoRA adapters (needs the `lora` extra); 0 trains all weights."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the update is (alpha / rank) * B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    lora_target_modules: list[str] | None = None
+    """Module names that get adapters; None: every linear layer except the output head."""
+    steps: int = 20
+    """Optimiser steps (one rollout batch each)."""
+    prompts_per_step: int = 4
+    """Prompts per step (P); the batch holds P * G completions."""
+    group_size: int = 8
+    """Completions sampled per prompt (G)."""
+    max_new_tokens: int = 64
+    """Completion length budget."""
+    temperature: float = 1.0
+    """Sampling temperature; the policy's logits are divided by it everywhere."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts (1.0: off)."""
+    update_epochs: int = 1
+    """mu: passes over each rollout batch (each pass one optimiser step per mini-batch)."""
+    micro_batch_size: int = 8
+    """Completions per forward/backward pass; gradients accumulate over the batch."""
+    learning_rate: float = 2e-6
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 over this many optimiser steps."""
+    lr_schedule: LRSchedule = LRSchedule.CONSTANT
+    """Schedule after warm-up, down to 0 at the last step for linear/cosine."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping threshold (inf: off)."""
+    normalize_advantage_std: bool = True
+    """Divide group-centred rewards by the group's std (False: Dr. GRPO)."""
+    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    """Policy loss and the baselines' knobs (GRPO, Clip-Cov, KL-Cov, CISPO, 80/20, entropy
+    regularisation, KL)."""
+    use_paec: bool = True
+    """Add the PAEC entropy-calibration term; False trains the plain `loss`."""
+    paec: PAECConfig = field(default_factory=PAECConfig)
+    """PAEC's hyperparameters."""
+    checkpoint_every: int = 0
+    """Save a full checkpoint every N steps (0: only at the end and on pause)."""
+    eval_interval: int = 0
+    """Evaluate on validation_data every N steps (0: only at the end)."""
+    eval_k: int = 8
+    """Samples per validation problem for avg@k, pass@k and maj@k."""
+    trace_samples: int = 0
+    """Completions per step whose per-token trace (token, entropy, top-p entropy, mask) is
+    reported to callbacks."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_schedule",
+                           parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
+        # Every integer is bounded above and every float finite (issue 15: 1e9 completions
+        # per prompt, 2^31 steps and a learning rate of 1e302 were accepted). The bounds are
+        # far past any run this trainer can do; an operator's tighter limits for the service
+        # live in store.settings (max_job_*).
+        for name, low, high in (
+            ("train_size", 1, MAX_DATASET_SIZE),
+            ("validation_size", 1, MAX_DATASET_SIZE),
+            ("seed", 0, MAX_SEED),
+            ("lora_rank", 0, MAX_LORA_RANK),
+            ("steps", 1, MAX_STEPS),
+            ("prompts_per_step", 1, MAX_PROMPTS_PER_STEP),
+            ("group_size", 2, MAX_GROUP_SIZE),
+            ("max_new_tokens", 1, MAX_NEW_TOKENS),
+            ("update_epochs", 1, MAX_UPDATE_EPOCHS),
+            ("micro_batch_size", 1, MAX_MICRO_BATCH_SIZE),
+            ("warmup_steps", 0, MAX_STEPS),
+            ("checkpoint_every", 0, MAX_STEPS),
+            ("eval_interval", 0, MAX_STEPS),
+            ("eval_k", 1, MAX_EVAL_K),
+            ("trace_samples", 0, MAX_TRACE_SAMPLES),
+        ):
+            require_int(getattr(self, name), f"TrainConfig.{name}", low, high)
+        for name, ok, rule in (
+            ("dtype", self.dtype in ("float32", "bfloat16"), "must be float32 or bfloat16"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+        ):
+            require(ok, f"TrainConfig.{name}", rule, getattr(self, name))
+        for name, ok, rule in (
+            ("lora_alpha", self.lora_alpha > 0, "> 0"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("learning_rate", 0 < self.learning_rate <= MAX_LEARNING_RATE,
+             f"in (0, {MAX_LEARNING_RATE}]"),
+            ("weight_decay", 0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
+             f"in [0, {MAX_WEIGHT_DECAY}]"),
+        ):
+            require_finite(getattr(self, name), f"TrainConfig.{name}", rule, ok)
+        betas = self.adam_betas
+        require(len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1
+                                        for b in betas),
+                "TrainConfig.adam_betas", "must be two numbers in [0, 1)", betas)
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per step, B = P * G."""
+        return self.prompts_per_step * self.group_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values."""
+        out = asdict(self)
+        out["loss"] = {k: str(v) if isinstance(v, StrEnum) else v for k, v in out["loss"].items()}
+        out["paec"] = self.paec.to_dict()
+        out["lr_schedule"] = str(self.lr_schedule)
+        out["adam_betas"] = list(self.adam_betas)
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> TrainConfig:
+        """Build from plain values; unknown keys, here or in `loss` / `paec`, are errors."""
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"TrainConfig: unknown key(s) {', '.join(unknown)}")
+        for key, cls in (("loss", PolicyLossConfig), ("paec", PAECConfig)):
+            if isinstance(data.get(key), dict):
+                sub = data[key]
+                fields = {f.name for f in dataclasses.fields(cls)}
+                bad = sorted(set(sub) - fields)
+                if bad:
+                    raise ConfigError(f"TrainConfig.{key}: unknown key(s) {', '.join(bad)}",
+                                      param=key)
+                data[key] = cls(**sub)
+        if "adam_betas" in data:
+            betas = data["adam_betas"]
+            require(isinstance(betas, list | tuple), "TrainConfig.adam_betas",
+                    "must be two numbers in [0, 1)", betas)
+            data["adam_betas"] = tuple(betas)
+        return TrainConfig(**data)
+
+    @staticmethod
+    def from_file(path: str | Path) -> TrainConfig:
+        """Load a JSON config file."""
+        return TrainConfig.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,345 @@
+"""Policy-gradient losses of the baselines PAEC is compared against, as pure tensor functions.
+
+    r_t = exp(logp_t - old_logp_t)                                   importance ratio
+    GRPO      l_t = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))    clip-higher (DAPO)
+    CISPO     l_t = -sg(min(r, 1 + eps_high)) A logp_t                  (MiniMax-M1)
+    Clip-Cov  GRPO, with the loss of a random few tokens with Cov_t in (lb, ub) set to 0
+    KL-Cov    -A r, plus coef |logp - old_logp| on the top few tokens by Cov_t
+    Cov_t = (A_t - mean A) (logp_t - mean logp)   means over valid tokens (arXiv 2505.22617)
+
+Inputs are (B, T): `logp` (with grad), `old_logp`, `mask` (valid response tokens, nonzero =
+valid), `advantages` (B,) or (B, T). Per-token losses are 0 at padding. `aggregate` turns them
+into a scalar so that summing it over micro-batches, given the whole batch's normalisers,
+equals the full-batch value. `policy_loss` composes the selected loss, the 80/20 entropy mask,
+the k3 KL to a reference model and the entropy bonus. Metrics are detached 0-dim tensors.
+No I/O, no trainer state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from paec.calibration.kernels import quantile_threshold
+from paec.config.checks import parse_enum
+from paec.config.loss import LossAggregation, PolicyLossConfig, PolicyLossType
+
+Metrics = dict[str, Tensor]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _valid(mask: Tensor, like: Tensor) -> Tensor:
+    if mask.shape != like.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(like.shape)}")
+    return mask != 0  # (B, T) bool
+
+
+def _masked_mean(x: Tensor, valid: Tensor) -> Tensor:
+    """Mean of x over valid entries, 0 when there are none; detached (a metric)."""
+    x = x.detach()  # (B, T)
+    total = torch.where(valid, x, 0.0).sum()  # ()
+    return total / valid.sum().clamp_min(1).to(x.dtype)  # ()
+
+
+def _advantages(advantages: Tensor, like: Tensor) -> Tensor:
+    # Advantages are constants of the objective: detach, so a stray graph cannot leak in.
+    if advantages.dim() == 1 and advantages.shape[0] == like.shape[0]:
+        advantages = advantages.unsqueeze(-1)  # (B, 1)
+    elif advantages.shape != like.shape:
+        raise ValueError(f"advantages shape {tuple(advantages.shape)} is neither (B,) nor "
+                         f"{tuple(like.shape)}")
+    return advantages.detach().expand_as(like)  # (B, T)
+
+
+def _log_ratio(logp: Tensor, old_logp: Tensor, valid: Tensor) -> Tensor:
+    # Padding may hold garbage log-probs: exp() of it can be inf, and inf * 0 is NaN in both the
+    # forward and the backward pass. Zero the log-ratio there (ratio 1, no gradient) instead.
+    return torch.where(valid, logp - old_logp.detach(), 0.0)  # (B, T)
+
+
+def _clip_metrics(ratio: Tensor, low: Tensor, high: Tensor, valid: Tensor) -> Metrics:
+    return {
+        "policy/clip_frac_low": _masked_mean(low.to(ratio.dtype), valid),  # ()
+        "policy/clip_frac_high": _masked_mean(high.to(ratio.dtype), valid),  # ()
+        "policy/ratio_mean": _masked_mean(ratio, valid),  # ()
+    }
+
+
+def _token_covariance(logp: Tensor, adv: Tensor, valid: Tensor) -> Tensor:
+    """Cov_t = (A_t - mean A)(logp_t - mean logp), means over valid tokens, logp detached
+    (verl compute_policy_loss_clip_cov / _kl_cov; PRIME-RL Entropy-Mechanism #9)."""
+    lp = logp.detach()  # (B, T)
+    cov = (adv - _masked_mean(adv, valid)) * (lp - _masked_mean(lp, valid))  # (B, T)
+    return torch.where(valid, cov, -math.inf)  # (B, T) -inf at padding: never selected
+
+
+def _selected_metrics(selected: Tensor, valid: Tensor, dtype: torch.dtype) -> Metrics:
+    return {
+        "policy/cov_selected": selected.sum().detach().to(dtype),  # ()
+        "policy/cov_selected_frac": _masked_mean(selected.to(dtype), valid),  # ()
+    }
+
+
+def _num_selected(ratio: float, valid: Tensor) -> int:
+    # max(1, int(ratio * N_valid)) as in verl; 0 when nothing is valid. One host sync.
+    n_valid = int(valid.sum().item())
+    return max(1, int(ratio * n_valid)) if n_valid > 0 else 0
+
+
+# ----------------------------------------------------------------------------- per-token losses
+
+
+def _ppo_clip(
+    logp: Tensor, old_logp: Tensor, adv: Tensor, valid: Tensor, clip_low: float, clip_high: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss, clipped-branch-active, ratio), each (B, T); the loss is not yet zeroed at padding."""
+    ratio = torch.exp(_log_ratio(logp, old_logp, valid))  # (B, T)
+    unclipped = -adv * ratio  # (B, T)
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # (B, T)
+    # The clipped branch is active (no gradient) where it is strictly larger: r > 1 + eps_high
+    # with A > 0, or r < 1 - eps_low with A < 0 (verl: clip_by_origin = pg_losses2 > pg_losses1).
+    active = (clipped > unclipped) & valid  # (B, T)
+    return torch.maximum(unclipped, clipped), active, ratio  # (B, T) x 3
+
+
+def grpo_token_loss(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
+    clip_low: float = 0.2, clip_high: float = 0.28,
+) -> tuple[Tensor, Metrics]:
+    """PPO clipped surrogate with clip-higher bounds [1 - clip_low, 1 + clip_high] (DAPO,
+    arXiv 2503.14476): max(-A r, -A clip(r)). Returns (per-token loss (B, T), 0 at padding;
+    metrics). No dual clip."""
+    valid = _valid(mask, logp)  # (B, T)
+    adv = _advantages(advantages, logp)  # (B, T)
+    loss, active, ratio = _ppo_clip(logp, old_logp, adv, valid, clip_low, clip_high)  # (B, T)
+    metrics = _clip_metrics(ratio, active & (adv < 0), active & (adv > 0), valid)
+    return torch.where(valid, loss, 0.0), metrics  # (B, T)
+
+
+def cispo_token_loss(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, clip_high: float = 0.28,
+) -> tuple[Tensor, Metrics]:
+    """CISPO (MiniMax-M1): -sg(min(r, 1 + clip_high)) * A * logp per token. Every token keeps a
+    gradient; the IS weight is only truncated. clip_frac_high counts truncated weights whatever
+    the sign of A; there is no lower bound, so clip_frac_low is 0."""
+    valid = _valid(mask, logp)  # (B, T)
+    adv = _advantages(advantages, logp)  # (B, T)
+    ratio = torch.exp(_log_ratio(logp, old_logp, valid))  # (B, T)
+    weight = ratio.clamp(max=1.0 + clip_high).detach()  # (B, T)
+    loss = -weight * adv * logp  # (B, T)
+    high = (ratio > 1.0 + clip_high) & valid  # (B, T)
+    metrics = _clip_metrics(ratio, torch.zeros_like(high), high, valid)
+    return torch.where(valid, loss, 0.0), metrics  # (B, T)
+
+
+def clip_cov_token_loss(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
+    clip_low: float = 0.2, clip_high: float = 0.28, cov_ratio: float = 2e-4, cov_lb: float = 1.0,
+    cov_ub: float = 5.0, generator: torch.Generator | None = None,
+) -> tuple[Tensor, Metrics]:
+    """Clip-Cov, as verl `compute_policy_loss_clip_cov`: the GRPO loss, except that among the
+    valid tokens not already PPO-clipped whose Cov_t is in (cov_lb, cov_ub), a uniformly random
+    min(n_eligible, max(1, int(cov_ratio * N_valid))) get loss 0, hence no gradient.
+    `generator` (on the inputs' device) makes the draw reproducible. Selection is over this
+    call's tokens (verl: per micro-batch, per GPU)."""
+    valid = _valid(mask, logp)  # (B, T)
+    adv = _advantages(advantages, logp)  # (B, T)
+    loss, active, ratio = _ppo_clip(logp, old_logp, adv, valid, clip_low, clip_high)  # (B, T)
+    cov = _token_covariance(logp, adv, valid)  # (B, T)
+    eligible = (cov > cov_lb) & (cov < cov_ub) & valid & ~active  # (B, T)
+    # A uniform random subset of the eligible tokens: the top-k of iid uniform scores, ineligible
+    # tokens scored -1 so that they lose to every eligible one. Unlike verl's nonzero + randperm,
+    # this stays on the device and needs no count of the eligible set.
+    k = _num_selected(cov_ratio, valid)
+    selected = torch.zeros_like(eligible).flatten()  # (B*T,)
+    if k > 0:
+        scores = torch.rand(eligible.shape, generator=generator, device=logp.device)  # (B, T)
+        scores = torch.where(eligible, scores, -1.0).flatten()  # (B*T,)
+        top = scores.topk(k)  # (k,), (k,)
+        selected = selected.scatter(0, top.indices, top.values >= 0)  # (B*T,)
+    selected = selected.view_as(eligible)  # (B, T)
+    # verl: pg_losses * corr with corr = 0 on the selected tokens; where() also zeroes padding.
+    loss = torch.where(selected | ~valid, 0.0, loss)  # (B, T)
+    metrics = _clip_metrics(ratio, active & (adv < 0), active & (adv > 0), valid)
+    metrics.update(_selected_metrics(selected, valid, loss.dtype))
+    return loss, metrics
+
+
+def kl_cov_token_loss(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
+    cov_ratio: float = 2e-4, coef: float = 1.0,
+) -> tuple[Tensor, Metrics]:
+    """KL-Cov, as verl `compute_policy_loss_kl_cov`: the unclipped -A r everywhere, and
+    -A r + coef |logp - old_logp| on the top max(1, int(cov_ratio * N_valid)) valid tokens by
+    Cov_t. On-policy (logp == old_logp) it equals -A r (PRIME-RL Entropy-Mechanism #1).
+    Selection is over this call's tokens; unlike verl, the top-k runs on the inputs' device,
+    not the CPU. Nothing is clipped, so the clip fractions are 0."""
+    valid = _valid(mask, logp)  # (B, T)
+    adv = _advantages(advantages, logp)  # (B, T)
+    log_ratio = _log_ratio(logp, old_logp, valid)  # (B, T)
+    ratio_t = torch.exp(log_ratio)  # (B, T)
+    loss = -adv * ratio_t  # (B, T)
+    cov = _token_covariance(logp, adv, valid).flatten()  # (B*T,)
+    k = _num_selected(cov_ratio, valid)
+    selected = torch.zeros_like(valid).flatten()  # (B*T,)
+    if k > 0:
+        # -inf padding covariances lose to every valid token, and k <= N_valid.
+        selected[cov.topk(k).indices] = True  # (B*T,)
+    selected = selected.view_as(valid)  # (B, T)
+    loss = torch.where(selected, loss + coef * log_ratio.abs(), loss)  # (B, T)
+    none = torch.zeros_like(valid)  # (B, T)
+    metrics = _clip_metrics(ratio_t, none, none, valid)
+    metrics.update(_selected_metrics(selected, valid, loss.dtype))
+    return torch.where(valid, loss, 0.0), metrics  # (B, T)
+
+
+def policy_token_loss(
+    loss_type: PolicyLossType | str, logp: Tensor, old_logp: Tensor, advantages: Tensor,
+    mask: Tensor, cfg: PolicyLossConfig, generator: torch.Generator | None = None,
+) -> tuple[Tensor, Metrics]:
+    """Dispatch to the per-token loss of `loss_type` with `cfg`'s hyperparameters: (B, T)."""
+    kind = parse_enum(PolicyLossType, loss_type, "loss_type")
+    if kind is PolicyLossType.GRPO:
+        return grpo_token_loss(logp, old_logp, advantages, mask, clip_low=cfg.clip_low,
+                               clip_high=cfg.clip_high)
+    if kind is PolicyLossType.CISPO:
+        return cispo_token_loss(logp, old_logp, advantages, mask, clip_high=cfg.clip_high)
+    if kind is PolicyLossType.CLIP_COV:
+        return clip_cov_token_loss(logp, old_logp, advantages, mask, clip_low=cfg.clip_low,
+                                   clip_high=cfg.clip_high, cov_ratio=cfg.clip_cov_ratio,
+                                   cov_lb=cfg.clip_cov_lb, cov_ub=cfg.clip_cov_ub,
+                                   generator=generator)
+    return kl_cov_token_loss(logp, old_logp, advantages, mask, cov_ratio=cfg.kl_cov_ratio,
+                             coef=cfg.kl_cov_coef)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k3 estimator of KL(pi || pi_ref) per token: exp(d) - d - 1 with d = ref_logp - logp
+    (Schulman, "Approximating KL divergence"): unbiased, always >= 0. (B, T)."""
+    d = ref_logp.detach() - logp  # (B, T)
+    return torch.exp(d) - d - 1.0  # (B, T)
+
+
+def aggregate(
+    per_token: Tensor, mask: Tensor, mode: LossAggregation | str, *, max_len: int | None = None,
+    total_tokens: float | None = None, total_seqs: float | None = None,
+) -> Tensor:
+    """Reduce a (B, T) per-token loss to a scalar over the valid tokens of `mask`.
+
+    total_tokens / total_seqs are the normalisers of the WHOLE optimisation batch: pass them
+    when the batch is split into micro-batches, and the sum of the micro-batch values equals
+    the full-batch value, gradients included (verl `agg_loss(..., batch_num_tokens,
+    global_batch_size)`). Defaults are this call's counts. Sequences with no valid token add
+    nothing; the local default of total_seqs counts only sequences with at least one valid
+    token, so a caller passing total_seqs must count the same way to match the full batch.
+    max_len (SEQ_MEAN_TOKEN_SUM_NORM, Dr. GRPO) defaults to T: pass the generation budget, a
+    constant, when micro-batches are padded to different lengths.
+    """
+    kind = parse_enum(LossAggregation, mode, "aggregation mode")
+    valid = _valid(mask, per_token)  # (B, T)
+    # where(), not a product: padding may hold inf/NaN and NaN * 0 is NaN.
+    masked = torch.where(valid, per_token, 0.0)  # (B, T)
+    if kind is LossAggregation.TOKEN_MEAN:
+        if total_tokens is None:
+            return masked.sum() / valid.sum().clamp_min(1).to(per_token.dtype)  # ()
+        return masked.sum() / _positive(total_tokens, "total_tokens")  # ()
+    seq_tokens = valid.sum(-1)  # (B,)
+    if kind is LossAggregation.SEQ_MEAN_TOKEN_MEAN:
+        seq_loss = masked.sum(-1) / seq_tokens.clamp_min(1).to(per_token.dtype)  # (B,)
+    else:
+        length = per_token.shape[-1] if max_len is None else max_len
+        seq_loss = masked.sum(-1) / _positive(length, "max_len")  # (B,)
+    if total_seqs is None:
+        return seq_loss.sum() / (seq_tokens > 0).sum().clamp_min(1).to(per_token.dtype)  # ()
+    return seq_loss.sum() / _positive(total_seqs, "total_seqs")  # ()
+
+
+def _positive(value: float, name: str) -> float:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def high_entropy_token_mask(entropy: Tensor, mask: Tensor, quantile: float) -> Tensor:
+    """80/20 (arXiv 2506.01939): valid tokens with entropy >= the `quantile`-quantile of the
+    valid tokens' entropies; padding is excluded from the threshold (TRL #3709). Global over the
+    given batch: call it on the whole optimisation batch, not per micro-batch (TRL #3833).
+    All False when nothing is valid. (B, T) bool, detached."""
+    entropy = entropy.detach()  # (B, T)
+    valid = _valid(mask, entropy)  # (B, T)
+    if not bool(valid.any()):
+        return valid  # (B, T) all False
+    threshold = quantile_threshold(entropy, valid, quantile)  # ()
+    return (entropy >= threshold) & valid  # (B, T)
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def policy_loss(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, cfg: PolicyLossConfig, *,
+    entropy: Tensor | None = None, ref_logp: Tensor | None = None, max_len: int | None = None,
+    total_tokens: float | None = None, total_seqs: float | None = None,
+    generator: torch.Generator | None = None, entropy_threshold: Tensor | float | None = None,
+) -> tuple[Tensor, Metrics]:
+    """The scalar loss of one (micro-)batch and its metrics:
+
+        agg(m_t * l_t) + kl_coef * agg(k3_t) - entropy_coef * agg(H_t)
+
+    l_t: the per-token loss of cfg.loss_type; m_t: the 80/20 mask when
+    cfg.high_entropy_quantile is set (from `entropy`, detached; it multiplies the policy term
+    only and leaves the normaliser unchanged, as TRL does); agg: `aggregate` with cfg.aggregation
+    and the given whole-batch normalisers. The entropy bonus covers all valid tokens (TRL
+    restricts it to the 80/20 tokens). With cfg.high_entropy_quantile set, `entropy_threshold`
+    is required: the quantile over the whole optimisation batch, computed once with
+    `quantile_threshold`, so that micro-batches share it. There is no per-call fallback: a
+    quantile of each micro-batch's own tokens silently changes which tokens train (TRL #3833).
+    """
+    valid = _valid(mask, logp)  # (B, T)
+    per_token, metrics = policy_token_loss(cfg.loss_type, logp, old_logp, advantages, mask, cfg,
+                                           generator)  # (B, T)
+    if cfg.high_entropy_quantile is not None:
+        if entropy is None:
+            raise ValueError("high_entropy_quantile is set: pass `entropy`")
+        if entropy_threshold is None:
+            raise ValueError(
+                "high_entropy_quantile is set: pass `entropy_threshold`, the quantile of the "
+                "whole optimisation batch (quantile_threshold over every micro-batch's tokens)")
+        keep = (entropy.detach() >= entropy_threshold) & valid  # (B, T)
+        per_token = per_token * keep.to(per_token.dtype)  # (B, T)
+        metrics["policy/high_entropy_frac"] = _masked_mean(keep.to(per_token.dtype), valid)
+
+    def agg(x: Tensor) -> Tensor:
+        return aggregate(x, mask, cfg.aggregation, max_len=max_len, total_tokens=total_tokens,
+                         total_seqs=total_seqs)  # ()
+
+    pg = agg(per_token)  # ()
+    total = pg  # ()
+    metrics["loss/policy"] = pg.detach()
+    if cfg.kl_coef > 0:
+        if ref_logp is None:
+            raise ValueError("kl_coef > 0: pass `ref_logp`")
+        # Padding may hold garbage (even -inf): give k3 zeros there (KL 0, no gradient, no NaN).
+        kl = kl_k3(torch.where(valid, logp, 0.0), torch.where(valid, ref_logp, 0.0))  # (B, T)
+        kl_term = cfg.kl_coef * agg(kl)  # ()
+        total = total + kl_term  # ()
+        metrics["policy/kl"] = _masked_mean(kl, valid)
+        metrics["loss/kl"] = kl_term.detach()
+    if entropy is not None:
+        metrics["policy/entropy"] = _masked_mean(entropy, valid)
+    if cfg.entropy_coef > 0:
+        # TRL PR #5596 shipped a bonus computed under no_grad, so it did nothing: refuse that.
+        if entropy is None or (logp.requires_grad and not entropy.requires_grad):
+            raise ValueError("entropy_coef > 0 needs `entropy` computed with grad")
+        bonus = cfg.entropy_coef * agg(entropy)  # ()
+        total = total - bonus  # ()
+        metrics["loss/entropy_bonus"] = bonus.detach()
+    metrics["loss/total"] = total.detach()
+    return total, metrics

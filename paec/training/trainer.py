@@ -1,0 +1,448 @@
+"""The PAEC RLVR trainer: sample, grade, group-normalise, then a clipped policy-gradient update
+with PAEC's entropy calibration (or any baseline of `paec.training.losses`).
+
+One training step:
+  1. P prompts from the data cursor; G completions each (`paec.training.rollout.sample`).
+  2. Grade every completion (`paec.grading.graders`); group-normalised advantages; groups whose
+     rewards are all equal carry no signal and are dropped from the optimisation batch.
+  3. A no-grad pass over the batch: old log-probs, per-token features (`token_features`),
+     PAEC's global mask and H_bar (`PAECBatch`), the 80/20 threshold, reference log-probs.
+  4. mu epochs, each one optimiser step accumulated over micro-batches: policy loss
+     (`paec.training.losses.policy_loss`) + the PAEC term (`PAECBatch.loss`).
+  5. The anchor observes H_bar; metrics go to the callbacks; checkpoints and evaluations.
+
+Outside code hooks in only through callbacks (`paec.training.callbacks.Callback`): the worker reads
+metrics and asks the loop to stop (cancel, or pause with a checkpoint) between steps.
+
+    python -m paec train config.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from paec.calibration.anchor import AnchorState
+from paec.calibration.features import TokenFeatures
+from paec.calibration.kernels import quantile_threshold
+from paec.calibration.penalty import PAECBatch
+from paec.calibration.scores import token_scores
+from paec.config.training import TrainConfig
+from paec.data import DataCursor, Example, load_examples
+from paec.grading.evaluation import evaluate_groups
+from paec.grading.graders import build_grader, grade_batch
+from paec.modeling.loader import load_model_and_tokenizer
+from paec.modeling.lora import add_lora, load_lora
+from paec.training.advantages import group_advantages
+from paec.training.callbacks import Callback, StopRequest
+from paec.training.checkpoint import load_training_state, read_sidecar, save_checkpoint
+from paec.training.losses import policy_loss
+from paec.training.rollout import (
+    FeatureCollector,
+    RolloutBatch,
+    completion_logits,
+    encode_prompts,
+    sample,
+)
+from paec.training.schedule import lr_lambda
+
+
+@dataclass
+class TrainResult:
+    """How a call to `Trainer.train` ended."""
+
+    status: str  # "completed", "paused" or "cancelled"
+    step: int  # the last finished step
+    checkpoint: Path | None  # the last checkpoint written (final, or the pause checkpoint)
+    history: list[dict[str, float]] = field(default_factory=list)  # metrics of each step
+
+
+@dataclass(frozen=True)
+class OldPass:
+    """What the no-grad pass over a rollout batch computed (rows as in the batch)."""
+
+    logp: Tensor  # (B, T) log-probs of the sampled tokens under the pre-update policy
+    ref_logp: Tensor | None  # (B, T) reference log-probs, when the KL term is on
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Runs `TrainConfig` to the end, or until a callback asks it to stop."""
+
+    def __init__(self, cfg: TrainConfig, callbacks: list[Callback] | None = None,
+                 resume_from: Path | None = None) -> None:
+        self.cfg = cfg
+        self.callbacks = list(callbacks or [])
+        self.device = resolve_device(cfg.device)
+        self.output_dir = Path(cfg.output_dir)
+        # Cheap checks first: a bad grader or dataset fails before a model is loaded.
+        self.grader = build_grader(cfg.grader, allow_python=cfg.allow_python_grader)
+        self.train_examples = load_examples(cfg.train_data, size=cfg.train_size, seed=cfg.seed)
+        self.val_examples: list[Example] = []
+        if cfg.validation_data is not None:
+            self.val_examples = load_examples(cfg.validation_data, size=cfg.validation_size,
+                                              seed=cfg.seed + 1)
+        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+        lora = cfg.lora_rank > 0
+        # A full checkpoint is the model itself; a LoRA one is an adapter on the base model.
+        source = (str(resume_from) if resume_from is not None and not lora else cfg.model)
+        torch.manual_seed(cfg.seed)
+        model, self.tokenizer = load_model_and_tokenizer(source, dtype=dtype, device=self.device)
+        if cfg.gradient_checkpointing:
+            # transformers 5 renamed it (the old name warns); 4.x only has the old one.
+            enable = (getattr(model, "activation_checkpointing_enable", None)
+                      or model.gradient_checkpointing_enable)
+            enable()
+        if lora and resume_from is not None:
+            model = load_lora(model, resume_from)
+        elif lora:
+            model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha,
+                             dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
+        self.model: Any = model
+        self.model.train()
+        self.ref_model = None
+        if cfg.loss.kl_coef > 0 and not lora:  # with LoRA the reference is the bare base
+            self.ref_model, _ = load_model_and_tokenizer(cfg.model, dtype=dtype,
+                                                         device=self.device)
+            self.ref_model.requires_grad_(False)
+        self.cursor = DataCursor(self.train_examples, seed=cfg.seed)
+        self.anchor = AnchorState(cfg.paec.anchor_steps, cfg.paec.floor_ratio)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate,
+                                           betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+        total = cfg.steps * cfg.update_epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total))
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        # Only several epochs or a KL term need a separate no-grad pass (see `_update`).
+        self._needs_old_pass = cfg.update_epochs > 1 or cfg.loss.kl_coef > 0
+        if resume_from is not None:
+            self._load_state(resume_from)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> TrainResult:
+        """Train from the current step to `cfg.steps`; returns how it ended."""
+        cfg = self.cfg
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # The run's config beside its checkpoints: `python -m paec train <it> --resume auto`.
+        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        history: list[dict[str, float]] = []
+        while self.step < cfg.steps:
+            stop = self._stop_request()
+            if stop is not None:
+                return self._stop(stop, history)
+            metrics, traces = self.train_step(self.step + 1)
+            self.step += 1
+            history.append(metrics)
+            for cb in self.callbacks:
+                cb.on_step_end(self.step, metrics, traces)
+            last = self.step == cfg.steps
+            if cfg.eval_interval and self.step % cfg.eval_interval == 0 and not last:
+                self.evaluate()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
+                self.save(metrics)
+        if self.val_examples:
+            self.evaluate()
+        final = self.save(history[-1] if history else {})
+        return TrainResult("completed", self.step, final, history)
+
+    def train_step(self, step: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """One rollout batch and its update; returns (metrics, per-token traces)."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        examples = self.cursor.next_batch(cfg.prompts_per_step)
+        prompts = encode_prompts(self.tokenizer, [e.messages for e in examples], self.device)
+        stats = FeatureCollector(cfg.paec.top_p if cfg.use_paec else None,
+                                 top_k=cfg.paec.top_k, chunk_size=cfg.paec.chunk_size)
+        roll = sample(self.model, self.tokenizer, prompts, group_size=cfg.group_size,
+                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                      top_p=cfg.top_p, generator_seed=_step_seed(cfg.seed, step),
+                      on_step=stats)
+        entropy_bt, features_bt = stats.result()  # (B, T), (B, T) fields or None
+        t1 = time.perf_counter()
+        texts = self._decode(roll)
+        items = [e.item for e in examples for _ in range(cfg.group_size)]
+        results, metrics = grade_batch(self.grader, texts, items)
+        rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)  # (B,)
+        t2 = time.perf_counter()
+
+        advantages, flat = group_advantages(rewards, cfg.group_size,
+                                            normalize_std=cfg.normalize_advantage_std)
+        lengths = roll.completion_mask.sum(-1).float()  # (B,)
+        metrics |= {
+            "reward/accuracy": float((rewards >= 1.0).float().mean()),
+            "completion/length_mean": float(lengths.mean()),
+            "completion/length_max": float(lengths.max()),
+            "completion/truncated_frac": float(1.0 - (
+                (roll.completion_ids == self.tokenizer.eos_token_id) & roll.completion_mask
+            ).any(-1).float().mean()),  # no EOS within max_new_tokens
+            "groups/zero_variance": float(flat.sum()),
+            "groups/zero_variance_frac": float(flat.float().mean()),
+        }
+        keep = ~flat.repeat_interleave(cfg.group_size)  # (B,)
+        traces: list[dict[str, Any]] = []
+        if bool(keep.any()):
+            upd, traces = self._update(
+                roll.select(keep), advantages[keep].to(self.device), entropy_bt[keep],
+                None if features_bt is None else features_bt.select(keep))
+            metrics |= upd
+        else:
+            metrics["train/skipped"] = 1.0  # no group had signal: nothing to learn from
+        t3 = time.perf_counter()
+        metrics |= {
+            "train/step": float(step),
+            "train/learning_rate": float(self.scheduler.get_last_lr()[0]),
+            "time/sampling": t1 - t0, "time/grading": t2 - t1, "time/training": t3 - t2,
+            "time/step": t3 - t0,
+            "perf/tokens_per_second": float(lengths.sum()) / max(t3 - t0, 1e-9),
+        }
+        return metrics, traces
+
+    # ------------------------------------------------------------------ the update
+
+    def _update(self, roll: RolloutBatch, adv: Tensor, entropy_bt: Tensor,
+                features_bt: TokenFeatures | None) -> tuple[dict[str, float],
+                                                            list[dict[str, Any]]]:
+        """The update of one rollout batch; `entropy_bt` (B, T) and `features_bt` ((B, T)
+        fields, with PAEC) are the statistics the sampler saw at each position."""
+        cfg, model = self.cfg, self.model
+        mask = roll.completion_mask.to(self.device)  # (B, T)
+        ids = roll.completion_ids.to(self.device)  # (B, T)
+        n_rows = mask.shape[0]
+        row_tokens = mask.sum(-1)  # (B,)
+        offsets = [0, *torch.cumsum(row_tokens, 0).tolist()]  # flat index of each row's start
+        micro = [(r, min(r + cfg.micro_batch_size, n_rows))
+                 for r in range(0, n_rows, cfg.micro_batch_size)]
+        total_tokens = float(row_tokens.sum())
+        total_seqs = float((row_tokens > 0).sum())
+        entropies = entropy_bt[mask]  # (n_valid,) batch order, as logits[mask] below
+        features = None if features_bt is None else features_bt.select(mask)  # (n_valid,)
+
+        # A no-grad pass only where the update needs log-probs other than its own: several
+        # epochs (the old policy's) or a KL term (the reference's). Otherwise the old
+        # log-probs are the update pass's own, detached, and ratios are exactly 1, as in TRL.
+        old = self._old_pass(roll, ids, mask, micro) if self._needs_old_pass else None
+        paec_batch = (PAECBatch.build(features, self.anchor, cfg.paec)
+                      if features is not None else None)
+        ent_threshold = None
+        if cfg.loss.high_entropy_quantile is not None:
+            # 80/20: one entropy threshold for the whole batch, not one per micro-batch.
+            ent_threshold = quantile_threshold(
+                entropies, torch.ones_like(entropies, dtype=torch.bool),
+                cfg.loss.high_entropy_quantile)
+        generator = torch.Generator(self.device).manual_seed(_step_seed(cfg.seed, self.step + 1))
+
+        # PAEC's differentiable H^p only when its term has a gradient this step (below the
+        # floor, or with a bonus); otherwise the term is exactly 0 and costs nothing.
+        paec_grad = paec_batch is not None and paec_batch.needs_gradient
+        sums: dict[str, float] = {}
+        grad_norm = 0.0
+        for _ in range(cfg.update_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for r0, r1 in micro:
+                mb_mask = mask[r0:r1]  # (b, T)
+                idx = slice(offsets[r0], offsets[r1])
+                # Log-probs, and the entropies that take a gradient this step, in one pass
+                # over the logits with one gradient (`paec.calibration.scores`).
+                nucleus = (features.select(idx) if paec_grad and features is not None
+                           else None)  # (n,) fields
+                scores = token_scores(
+                    completion_logits(model, roll.select(slice(r0, r1))), ids[r0:r1], mb_mask,
+                    temperature=cfg.temperature, entropy=cfg.loss.entropy_coef > 0,
+                    nucleus_size=None if nucleus is None else nucleus.nucleus_size,
+                    nucleus_min_logit=None if nucleus is None else nucleus.nucleus_min_logit)
+                logp = scores.logp  # (b, T)
+                old_logp = logp.detach() if old is None else old.logp[r0:r1]  # (b, T)
+                ent = self._entropy_for_loss(scores.entropy, entropies, idx, mb_mask)
+                loss, m = policy_loss(
+                    logp, old_logp, adv[r0:r1], mb_mask, cfg.loss, entropy=ent,
+                    ref_logp=None if old is None or old.ref_logp is None else old.ref_logp[r0:r1],
+                    generator=generator, entropy_threshold=ent_threshold,
+                    total_tokens=total_tokens, total_seqs=total_seqs, max_len=cfg.max_new_tokens)
+                if paec_batch is not None and features is not None:
+                    if scores.top_p_entropy is not None:
+                        term = paec_batch.loss(scores.top_p_entropy, idx)  # () from H^p (n,)
+                        loss = loss + term
+                    else:
+                        term = torch.zeros((), device=loss.device)  # inactive: exactly 0
+                    m["loss/paec"] = term.detach()
+                    m["loss/total"] = loss.detach()
+                loss.backward()  # type: ignore[no-untyped-call]
+                # Loss terms carry whole-batch normalisers: their micro-batch values add up.
+                # The other metrics are means over the micro-batch's tokens: weight them.
+                share = float(mb_mask.sum()) / max(total_tokens, 1.0)
+                for k, v in m.items():
+                    w = 1.0 if k.startswith("loss/") else share
+                    sums[k] = sums.get(k, 0.0) + w * float(v) / cfg.update_epochs
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                             cfg.max_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+        metrics = self._feature_metrics(entropies, features, paec_batch) | sums
+        metrics["train/grad_norm"] = grad_norm
+        if paec_batch is not None and paec_batch.masked_entropy is not None:
+            self.anchor.observe(paec_batch.masked_entropy)  # once per training step
+        return metrics, self._traces(ids, mask, offsets, entropies, features, paec_batch)
+
+    def _old_pass(self, roll: RolloutBatch, ids: Tensor, mask: Tensor,
+                  micro: list[tuple[int, int]]) -> OldPass:
+        """Log-probs of the sampled tokens under the pre-update policy and, with a KL term,
+        under the reference, without autograd."""
+        cfg = self.cfg
+        logp = torch.zeros(mask.shape, device=self.device)  # (B, T)
+        ref_logp = torch.zeros(mask.shape, device=self.device) if cfg.loss.kl_coef > 0 else None
+        with torch.no_grad():
+            for r0, r1 in micro:
+                sub = roll.select(slice(r0, r1))
+                logp[r0:r1] = token_scores(completion_logits(self.model, sub), ids[r0:r1],
+                                           mask[r0:r1], temperature=cfg.temperature).logp
+                if ref_logp is not None:
+                    ref_logp[r0:r1] = token_scores(self._ref_logits(sub), ids[r0:r1],
+                                                   mask[r0:r1], temperature=cfg.temperature).logp
+        return OldPass(logp, ref_logp)
+
+    def _ref_logits(self, roll: RolloutBatch) -> Tensor:
+        """(B, T + 1, V) raw logits of the reference policy: the frozen initial model, or with
+        LoRA the base model with its adapters switched off (no second copy in memory)."""
+        if self.ref_model is not None:
+            return completion_logits(self.ref_model, roll)
+        with self.model.disable_adapter():
+            return completion_logits(self.model, roll)
+
+    def _entropy_for_loss(self, with_grad: Tensor | None, entropies: Tensor, idx: slice,
+                          mb_mask: Tensor) -> Tensor | None:
+        """(b, T) full entropy for the policy loss: `with_grad` (n,) when the global entropy
+        bonus is on, the sampler's detached one otherwise (for the 80/20 mask)."""
+        loss_cfg = self.cfg.loss
+        if loss_cfg.entropy_coef == 0 and loss_cfg.high_entropy_quantile is None:
+            return None
+        if loss_cfg.entropy_coef > 0:
+            assert with_grad is not None  # computed whenever the bonus is on
+            values = with_grad  # (n,)
+        else:
+            values = entropies[idx]  # (n,) the sampler's, for the 80/20 mask
+        ent = torch.zeros(mb_mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
+        ent[mb_mask] = values
+        return ent
+
+    @staticmethod
+    def _feature_metrics(entropies: Tensor, features: TokenFeatures | None,
+                         batch: PAECBatch | None) -> dict[str, float]:
+        if batch is not None:
+            return batch.metrics()
+        out = {"entropy": float(entropies.mean())}
+        if features is not None:
+            out["entropy/top_p"] = float(features.top_p_entropy.mean())
+        return out
+
+    def _traces(self, ids: Tensor, mask: Tensor, offsets: list[int], entropies: Tensor,
+                features: TokenFeatures | None, batch: PAECBatch | None) -> list[dict[str, Any]]:
+        """Per-token records of the first `trace_samples` completions of the batch (top-p
+        entropy and mask weight are NaN where PAEC is off)."""
+        out = []
+        for row in range(min(self.cfg.trace_samples, ids.shape[0])):
+            idx = slice(offsets[row], offsets[row + 1])
+            n = offsets[row + 1] - offsets[row]
+            nan = torch.full((n,), math.nan)
+            tokens = ids[row][mask[row]].tolist()
+            out.append({
+                "tokens": [self.tokenizer.decode([t]) for t in tokens],
+                "entropy": entropies[idx].tolist(),
+                "top_p_entropy": (features.top_p_entropy[idx] if features is not None
+                                  else nan).tolist(),
+                "mask": (batch.mask.weights[idx] if batch is not None else nan).tolist(),
+            })
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, examples: list[Example] | None = None) -> dict[str, float]:
+        """avg@k, pass@k and maj@k on the validation set (or `examples`)."""
+        cfg = self.cfg
+        examples = self.val_examples if examples is None else examples
+        groups = []
+        per_call = max(1, cfg.micro_batch_size // cfg.eval_k)
+        for start in range(0, len(examples), per_call):
+            chunk = examples[start:start + per_call]
+            prompts = encode_prompts(self.tokenizer, [e.messages for e in chunk], self.device)
+            roll = sample(self.model, self.tokenizer, prompts, group_size=cfg.eval_k,
+                          max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                          top_p=cfg.top_p, generator_seed=_step_seed(cfg.seed + 7, start))
+            texts = self._decode(roll)
+            for i, ex in enumerate(chunk):
+                groups.append((texts[i * cfg.eval_k:(i + 1) * cfg.eval_k],
+                               str(ex.item["answer"])))
+        metrics = evaluate_groups(groups, cfg.eval_k)
+        for cb in self.callbacks:
+            cb.on_eval(self.step, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ state
+
+    def save(self, metrics: dict[str, float]) -> Path:
+        """A full checkpoint of the current step."""
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "cursor": self.cursor.state_dict(),
+            "anchor": self.anchor.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        path = save_checkpoint(self.output_dir, self.step, model=self.model,
+                               tokenizer=self.tokenizer, state=state, metrics=metrics)
+        self.last_checkpoint = path
+        for cb in self.callbacks:
+            cb.on_checkpoint(self.step, path, read_sidecar(path))
+        return path
+
+    def _load_state(self, path: Path) -> None:
+        state = load_training_state(path, self.device)
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.cursor.load_state_dict(state["cursor"])
+        self.anchor.load_state_dict(state["anchor"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self.last_checkpoint = path
+
+    def _stop_request(self) -> StopRequest | None:
+        for cb in self.callbacks:
+            request = cb.should_stop()
+            if request is not None:
+                return request
+        return None
+
+    def _stop(self, request: StopRequest, history: list[dict[str, float]]) -> TrainResult:
+        if request is StopRequest.PAUSE:
+            path = self.save(history[-1] if history else {})
+            return TrainResult("paused", self.step, path, history)
+        return TrainResult("cancelled", self.step, self.last_checkpoint, history)
+
+    def _decode(self, roll: RolloutBatch) -> list[str]:
+        ids = roll.completion_ids.masked_fill(~roll.completion_mask, self.tokenizer.pad_token_id)
+        texts: list[str] = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return texts
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """A per-step seed: a step samples the same whatever ran before it (exact resume)."""
+    return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
