@@ -35,7 +35,7 @@ _BOM = "\ufeff"
 
 MAX_ROW_DEPTH = 32
 """Levels of arrays and objects a row may nest (the row itself is level 1). A row 5,000
-levels deep crashed the upload with a RecursionError (issue 15); graders and the sandbox
+levels deep crashed the upload with a RecursionError; graders and the sandbox
 recurse over items too."""
 _TOO_DEEP = f"nests arrays and objects deeper than {MAX_ROW_DEPTH} levels"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -125,7 +125,7 @@ def _scan_lines(lines: Iterable[str | bytes], *, max_errors: int,
     `DatasetError` once the whole input was read if any row is bad.
 
     Only the first ``max_errors`` row errors are kept, and the rest counted: a file of
-    millions of bad rows costs no more memory than one of fifty (issue 15, item 7)."""
+    millions of bad rows costs no more memory than one of fifty."""
     if max_errors < 1:
         raise ValueError(f"max_errors must be >= 1, got {max_errors}")
     count = 0

@@ -231,7 +231,8 @@ def _histogram_nucleus(z: Tensor, row_max: Tensor, z_sh: Tensor, e64: Tensor, ez
     exact ties) falls back to a sort.
 
     Cost: three scatter-adds (masses, sums of e (z - max), counts) and a few passes over
-    the rows, all into reused buffers."""
+    the rows, all into reused buffers. Kept as one function on purpose: it is one pass over
+    those reused buffers, and splitting it would pass a dozen tensors between the pieces."""
     r, vocab = z.shape
     nb = _HIST_BINS
     f64 = torch.float64

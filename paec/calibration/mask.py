@@ -12,7 +12,7 @@ A position whose top-p nucleus is one token makes no decision: its H^p is 0 what
 parameters, so it can neither raise H_bar nor be raised by the penalty. Over every valid
 position (scope `all`), such positions fill the quantile once they are more than rho of the
 batch, q drops to their common score ~ 0 and each of them gets m ~ 0.5, which turns H_bar into
-a measure of how many easy tokens the batch has (issue 14; docs/method.md has the numbers).
+a measure of how many easy tokens the batch has (docs/method.md has the numbers).
 
 Everything here is detached: the mask selects positions, it never carries gradient. The
 quantile is taken once over the whole optimisation batch (all micro-batches), with padding

@@ -19,6 +19,7 @@ step's slope, as PPO keeps the step's old log-probs).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -34,9 +35,31 @@ def masked_mean_entropy(top_p_entropy: Tensor, weights: Tensor, eps: float = 1e-
     return (weights * top_p_entropy).sum() / (weights.sum() + eps)
 
 
-def lower_bound_penalty(masked_entropy: Tensor, floor: float) -> Tensor:
-    """L_pen = max(0, floor - H_bar)^2: one-sided squared hinge."""
-    return torch.relu(floor - masked_entropy) ** 2
+Scalar = TypeVar("Scalar", Tensor, float)
+
+
+def lower_bound_penalty(masked_entropy: Scalar, floor: float) -> Scalar:
+    """L_pen = max(0, floor - H_bar)^2: the one-sided squared hinge, on a tensor (with its
+    gradient: 0 at and above the floor) or on a float. The only place the hinge is written:
+    `PAECBatch` takes its value and its slope from here (`hinge_at`)."""
+    gap = floor - masked_entropy  # () or float
+    # gap * 1[gap > 0] rather than relu: the same expression for tensors and floats.
+    return (gap * (gap > 0)) ** 2  # () or float
+
+
+def hinge_at(masked_entropy: float | None, floor: float | None) -> tuple[float, float]:
+    """(L_pen, dL_pen/dH_bar) of `lower_bound_penalty` at a detached H_bar: the value on the
+    float, the slope by autograd on one float64 scalar. (0, 0) while the anchor warms up
+    (`floor` None) or when H_bar is undefined (`masked_entropy` None)."""
+    if floor is None or masked_entropy is None:
+        return 0.0, 0.0
+    # Also under no_grad or inference_mode: the slope is one scalar's derivative.
+    with torch.inference_mode(False), torch.enable_grad():
+        h_bar = torch.tensor(masked_entropy, dtype=torch.float64, requires_grad=True)  # ()
+        (slope,) = torch.autograd.grad(lower_bound_penalty(h_bar, floor), h_bar)  # ()
+    # The value on the float itself: CPython's ** and torch's square can round x^2 apart in
+    # the last bit, and `paec/penalty` has always been logged from the float.
+    return lower_bound_penalty(masked_entropy, floor), float(slope)
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,8 @@ class PAECBatch:
     mask_total: float  # sum_t m_t over the batch, read once (a host sync on a GPU)
     floor: float | None  # H_low, None while the anchor warms up
     anchor: float | None  # H_0
+    penalty: float  # L_pen at the batch's H_bar (0 while warming up or with H_bar undefined)
+    slope: float  # dL_pen/dH_bar there, the hinge's slope every micro-batch uses
     cfg: PAECConfig
 
     @staticmethod
@@ -67,7 +92,9 @@ class PAECBatch:
         # term then has nothing to act on and the anchor does not observe the step.
         h_bar = (float(masked_mean_entropy(features.top_p_entropy, mask.weights, cfg.eps))
                  if total > 0 else None)
-        return PAECBatch(features, mask, valid, h_bar, total, anchor.floor, anchor.anchor, cfg)
+        penalty, slope = hinge_at(h_bar, anchor.floor)
+        return PAECBatch(features, mask, valid, h_bar, total, anchor.floor, anchor.anchor,
+                         penalty, slope, cfg)
 
     @property
     def needs_gradient(self) -> bool:
@@ -77,32 +104,30 @@ class PAECBatch:
         pass over every nucleus's logits forward and backward."""
         if self.masked_entropy is None:
             return False
-        hinge = (self.floor is not None and self.cfg.penalty_weight > 0
-                 and self.floor > self.masked_entropy)
+        hinge = self.cfg.penalty_weight > 0 and self.slope != 0
         return hinge or self.cfg.entropy_bonus != 0
 
-    @property
-    def penalty(self) -> float:
-        """L_pen at the batch's H_bar (0 while warming up, and with no position weighted)."""
-        if self.floor is None or self.masked_entropy is None:
-            return 0.0
-        return max(0.0, self.floor - self.masked_entropy) ** 2
-
-    def loss(self, top_p_entropy: Tensor, index: Tensor | slice) -> Tensor:
-        """This micro-batch's share of the PAEC term: `top_p_entropy` (n,) with gradient (from
-        `features.top_p_entropy`) at positions `index` of the batch. Sums to the batch term."""
+    def loss(self, top_p_entropy: Tensor | None, index: Tensor | slice
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+        """This micro-batch's share of the PAEC term and its metric `loss/paec` (detached):
+        `top_p_entropy` (n,) with gradient (from `features.top_p_entropy`) at positions
+        `index` of the batch. Sums to the batch term. `top_p_entropy` None: the caller
+        skipped the differentiable H^p because the term has no gradient this step
+        (`needs_gradient`); the term is then exactly 0."""
         cfg = self.cfg
+        if top_p_entropy is None:
+            zero = torch.zeros((), device=self.mask.weights.device)  # ()
+            return zero, {"loss/paec": zero}
         weights = self.mask.weights[index]  # (n,)
         denom = self.mask_total + cfg.eps
         s_mb = (weights * top_p_entropy).sum()  # ()
         term = -cfg.entropy_bonus * s_mb / denom  # ()
         if self.floor is not None and self.masked_entropy is not None and cfg.penalty_weight > 0:
-            slope = -2.0 * max(0.0, self.floor - self.masked_entropy)  # dL_pen / dH_bar
             share = float(weights.sum()) / self.mask_total if self.mask_total > 0 else 0.0
             term = term + cfg.penalty_weight * (
-                self.penalty * share + slope * (s_mb - s_mb.detach()) / denom
-            )
-        return term
+                self.penalty * share + self.slope * (s_mb - s_mb.detach()) / denom
+            )  # ()
+        return term, {"loss/paec": term.detach()}
 
     def metrics(self) -> dict[str, float]:
         """Batch statistics, namespaced as in docs/metrics.md."""

@@ -47,7 +47,7 @@ class MaskScope(StrEnum):
     about the top (1 - rho) of the decisions however many near-deterministic positions the
     batch holds (docs/method.md). [ours]"""
     ALL = "all"
-    """Every valid position (the form before issue 14). Once more than rho of the positions
+    """Every valid position. Once more than rho of the positions
     tie at s ~ 0 (one-token nuclei), q ~ 0 and each of them gets m ~ 0.5: H_bar then measures
     the share of easy tokens, not the entropy at decisions. Kept for comparison."""
 
@@ -116,7 +116,7 @@ class PAECConfig:
             ("eps", 0 < self.eps < 1, "in (0, 1)"),
         ):
             require_finite(getattr(self, name), f"PAECConfig.{name}", rule, ok)
-        # Integers are bounded above too (issue 15): K past any run's steps, and top_k /
+        # Integers are bounded above too: K past any run's steps, and top_k /
         # chunk_size past any vocabulary or batch, only ever cost memory.
         require_int(self.anchor_steps, "PAECConfig.anchor_steps", 1, MAX_ANCHOR_STEPS)
         require_int(self.top_k, "PAECConfig.top_k", 2, MAX_TOP_K)

@@ -48,7 +48,7 @@ def require_int(value: object, where: str, low: int, high: int) -> None:
     """Raise unless `value` is an int (not a bool, not a float such as 1e20) in [low, high]:
     "<where> must be an integer in [low, high], got <value>". Every integer a config holds
     has an upper bound, so that nothing reaches a database column or an allocation unbounded
-    (issue 15)."""
+   ."""
     ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
     require(ok, where, f"must be an integer in [{low}, {high}]", value)
 

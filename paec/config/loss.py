@@ -75,7 +75,7 @@ class PolicyLossConfig:
             value = parse_enum(cls, getattr(self, name), f"PolicyLossConfig.{name}")
             object.__setattr__(self, name, value)
         where = "PolicyLossConfig."
-        # Every float finite (issue 15): an int past the float range or an inf would only
+        # Every float finite: an int past the float range or an inf would only
         # fail later, inside a training step.
         require_finite(self.clip_low, where + "clip_low", "in [0, 1)",
                        0.0 <= self.clip_low < 1.0)

@@ -35,7 +35,7 @@ MAX_TRACE_SAMPLES = 1024
 MAX_LEARNING_RATE = 1.0
 MAX_WEIGHT_DECAY = 10.0
 """Upper bounds of TrainConfig's fields: far past any run this trainer can do, they exist so
-that no value is unbounded (issue 15)."""
+that no value is unbounded."""
 
 
 class LRSchedule(StrEnum):
@@ -139,7 +139,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_schedule",
                            parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
-        # Every integer is bounded above and every float finite (issue 15: 1e9 completions
+        # Every integer is bounded above and every float finite (1e9 completions
         # per prompt, 2^31 steps and a learning rate of 1e302 were accepted). The bounds are
         # far past any run this trainer can do; an operator's tighter limits for the service
         # live in store.settings (max_job_*).

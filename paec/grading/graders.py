@@ -1,17 +1,17 @@
 """Reward graders with OpenAI's shapes: string_check, text_similarity, python, multi, and our own
-math_verify. Specs are OpenAI's grader JSON objects (docs: openai-compat a.3.9-a.3.11).
+math_verify, built from the specs of paec.grading.specs.
 
     grader = build_grader({"type": "string_check", "name": "acc", "operation": "eq",
                            "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}"})
     results, metrics = grade_batch(grader, samples, items)
 
-`validate_grader` turns a dict into a frozen spec or raises GraderError naming the field path.
 `Grader.grade` never raises for a problem in a sample, an item or user code: it returns reward
 0.0 with an error flag (the RunGraderResponse error names, plus `timeout_error`).
 
-Templates (`{{ sample.output_text }}`, `{{ item.key }}`, ...) live in paec.grading.templates, multi's
-`calculate_output` formula in paec.grading.formula and GraderError in paec.errors; this module
-re-exports their public names.
+Specs and their validation live in paec.grading.specs, templates in paec.grading.templates,
+multi's `calculate_output` formula in paec.grading.formula, the math_verify rules in
+paec.grading.answer and GraderError in paec.errors; this module re-exports the names the
+service imports from here (GraderError, GraderSpec, validate_grader).
 
 Threads: math-verify's own timeouts use SIGALRM, which only a main thread may use. In the main
 thread math_verify grades in-process with those timeouts; in any other thread a batch is
@@ -28,32 +28,36 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from paec.errors import GraderError, SandboxError
-from paec.grading.formula import MAX_FORMULA_CHARS, MAX_FORMULA_DEPTH, Formula
 from paec.grading.sandbox import (
     DEFAULT_LIMITS,
     MATH_VERIFY_LIMITS,
-    MATH_VERIFY_TIMEOUT_S,
     SampleError,
     SampleOutcome,
     SandboxLimits,
     check_python_source,
-    math_verify_score,
+    math_verify_in_process,
     run_math_verify,
     run_python_grader,
 )
-from paec.grading.templates import SAMPLE_FIELDS, Template, VariableError
+from paec.grading.specs import (
+    GraderSpec,
+    MathVerifySpec,
+    MultiSpec,
+    PythonSpec,
+    StringCheckSpec,
+    StringOperation,
+    TextSimilaritySpec,
+    validate_grader,
+)
+from paec.grading.templates import VariableError
 
-__all__ = [  # the public names, including those of paec.grading.templates, .formula, .grader_errors
-    "ERROR_KEYS", "MAX_FORMULA_CHARS", "MAX_FORMULA_DEPTH", "MAX_GRADERS", "MAX_GRADER_CHARS",
-    "MAX_GRADER_DEPTH", "SAMPLE_FIELDS", "SUPPORTED_METRICS",
-    "Formula", "GradeResult", "Grader", "GraderError", "GraderSpec", "MathVerifyGrader",
-    "MathVerifySpec", "MultiGrader", "MultiSpec", "PythonGrader", "PythonSpec", "StringCheckGrader",
-    "StringCheckSpec", "StringOperation", "Template", "TextSimilarityGrader", "TextSimilaritySpec",
-    "build_grader", "fuzzy_match", "grade_batch", "lcs_length", "validate_grader",
+__all__ = [  # this module's public names, and those of paec.errors and .specs the service uses
+    "ERROR_KEYS", "GradeResult", "Grader", "GraderError", "GraderSpec", "MathVerifyGrader",
+    "MultiGrader", "PythonGrader", "StringCheckGrader", "TextSimilarityGrader", "build_grader",
+    "fuzzy_match", "grade_batch", "lcs_length", "validate_grader",
 ]
 
 ERROR_KEYS = (
@@ -63,6 +67,7 @@ ERROR_KEYS = (
     "truncated_observation_error", "unresponsive_reward_error", "timeout_error",
 )
 """The boolean error flags of OpenAI's RunGraderResponse (a.3.11), plus our `timeout_error`."""
+
 
 @dataclass(frozen=True)
 class GradeResult:
@@ -85,170 +90,6 @@ class GradeResult:
 def _failed(flag: str, detail: str | None, elapsed: float = 0.0) -> GradeResult:
     return GradeResult(0.0, errors={key: key == flag for key in ERROR_KEYS},
                        error_details=detail, execution_time=elapsed)
-
-
-# ---- specs and their validation ----
-
-class StringOperation(StrEnum):
-    EQ = "eq"
-    NE = "ne"
-    LIKE = "like"
-    """The input contains the reference (case-sensitive)."""
-    ILIKE = "ilike"
-    """The input contains the reference, ignoring case."""
-
-
-SUPPORTED_METRICS = ("fuzzy_match",)
-"""text_similarity metrics implemented here; OpenAI's others (cosine, bleu, gleu, meteor,
-rouge_*) are rejected when the grader is validated."""
-
-
-@dataclass(frozen=True)
-class StringCheckSpec:
-    type: ClassVar[str] = "string_check"
-    name: str
-    input: Template
-    reference: Template
-    operation: StringOperation
-
-
-@dataclass(frozen=True)
-class TextSimilaritySpec:
-    type: ClassVar[str] = "text_similarity"
-    name: str
-    input: Template
-    reference: Template
-    evaluation_metric: str
-
-
-@dataclass(frozen=True)
-class PythonSpec:
-    type: ClassVar[str] = "python"
-    name: str
-    source: str
-    image_tag: str | None = None
-    """Accepted and ignored: OpenAI's sandbox image; ours is this interpreter."""
-
-
-@dataclass(frozen=True)
-class MathVerifySpec:
-    type: ClassVar[str] = "math_verify"
-    name: str
-    input: Template
-    reference: Template
-
-
-@dataclass(frozen=True)
-class MultiSpec:
-    type: ClassVar[str] = "multi"
-    name: str
-    graders: dict[str, GraderSpec]
-    calculate_output: Formula
-
-
-GraderSpec = StringCheckSpec | TextSimilaritySpec | PythonSpec | MathVerifySpec | MultiSpec
-
-
-def _check_fields(spec: Mapping[str, Any], path: str, required: tuple[str, ...],
-                  optional: tuple[str, ...] = ()) -> None:
-    for key in required:
-        if key not in spec:
-            raise GraderError(f"{path}.{key}", "required")
-    unknown = sorted(set(spec) - {"type", *required, *optional})
-    if unknown:
-        raise GraderError(f"{path}.{unknown[0]}", "unknown field")
-
-
-def _str(spec: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
-    value = spec.get(key, default)
-    if not isinstance(value, str):
-        raise GraderError(f"{path}.{key}", f"must be a string, got {type(value).__name__}")
-    return value
-
-
-def _templates(spec: Mapping[str, Any], path: str) -> tuple[Template, Template]:
-    input_ = _str(spec, "input", path, "{{sample.output_text}}")
-    return (Template.parse(input_, f"{path}.input"),
-            Template.parse(_str(spec, "reference", path), f"{path}.reference"))
-
-
-MAX_GRADER_DEPTH = 8
-"""Levels of `multi` a grader may nest (a plain grader is level 1). 300 levels were accepted
-and every later read of the job answered 500 (issue 15); OpenAI's graders nest one level."""
-MAX_GRADERS = 64
-"""Graders in one spec, counting every level (each one grades every sample)."""
-MAX_GRADER_CHARS = 262_144
-"""Size of a grader spec as JSON (python sources included)."""
-
-
-def validate_grader(spec: Mapping[str, Any], path: str = "grader") -> GraderSpec:
-    """The frozen spec of an OpenAI grader object; raises GraderError naming the field.
-
-    Bounded before anything recurses (issue 15): at most MAX_GRADER_DEPTH levels of `multi`,
-    MAX_GRADERS graders in all and MAX_GRADER_CHARS characters as JSON."""
-    checked = _validate(spec, path, 1, [0])
-    try:
-        size = len(json.dumps(spec))  # safe now: the depth is bounded
-    except (TypeError, ValueError) as exc:
-        raise GraderError(path, f"must be plain JSON: {exc}") from None
-    if size > MAX_GRADER_CHARS:
-        raise GraderError(path, f"is {size} characters as JSON; at most {MAX_GRADER_CHARS} "
-                          "are allowed")
-    return checked
-
-
-def _validate(spec: Mapping[str, Any], path: str, depth: int, seen: list[int]) -> GraderSpec:
-    """`validate_grader` of the grader at nesting level `depth`; `seen[0]` counts graders."""
-    if depth > MAX_GRADER_DEPTH:
-        raise GraderError(path, f"graders nest at most {MAX_GRADER_DEPTH} levels deep")
-    seen[0] += 1
-    if seen[0] > MAX_GRADERS:
-        raise GraderError(path, f"a grader holds at most {MAX_GRADERS} graders in all")
-    if not isinstance(spec, Mapping):
-        raise GraderError(path, f"must be an object, got {type(spec).__name__}")
-    kind = spec.get("type")
-    if kind in ("score_model", "label_model"):
-        raise GraderError(f"{path}.type", f"{kind!r} is not supported (it needs a model server)")
-    if kind == "math_verify":
-        _check_fields(spec, path, ("name", "reference"), ("input",))
-        return MathVerifySpec(_str(spec, "name", path), *_templates(spec, path))
-    if kind in ("string_check", "text_similarity"):
-        key = "operation" if kind == "string_check" else "evaluation_metric"
-        _check_fields(spec, path, ("name", "input", "reference", key))
-        choice = _str(spec, key, path)
-        choices = tuple(StringOperation) if kind == "string_check" else SUPPORTED_METRICS
-        if choice not in choices:
-            raise GraderError(f"{path}.{key}", "must be one of " + ", ".join(choices)
-                              + f", got {choice!r}")
-        if kind == "string_check":
-            return StringCheckSpec(_str(spec, "name", path), *_templates(spec, path),
-                                   StringOperation(choice))
-        return TextSimilaritySpec(_str(spec, "name", path), *_templates(spec, path), choice)
-    if kind == "python":
-        _check_fields(spec, path, ("name", "source"), ("image_tag",))
-        tag = spec.get("image_tag")
-        if tag is not None and not isinstance(tag, str):
-            raise GraderError(f"{path}.image_tag", "must be a string or null")
-        return PythonSpec(_str(spec, "name", path), _str(spec, "source", path), tag)
-    if kind == "multi":
-        _check_fields(spec, path, ("name", "graders", "calculate_output"))
-        graders = spec["graders"]
-        subs: dict[str, GraderSpec] = {}
-        if isinstance(graders, Mapping) and isinstance(graders.get("type"), str):
-            # SDK >= 1.83 types `graders` as one grader; the formula names it by its name.
-            sub = _validate(graders, f"{path}.graders", depth + 1, seen)
-            subs[sub.name] = sub
-        elif isinstance(graders, Mapping) and graders:
-            for key, value in graders.items():
-                subs[str(key)] = _validate(value, f"{path}.graders.{key}", depth + 1, seen)
-        else:
-            raise GraderError(f"{path}.graders", "must be a grader or a non-empty map of "
-                              "name to grader")
-        formula = Formula.parse(_str(spec, "calculate_output", path), tuple(subs),
-                                f"{path}.calculate_output")
-        return MultiSpec(_str(spec, "name", path), subs, formula)
-    raise GraderError(f"{path}.type", "must be one of string_check, text_similarity, python, "
-                      f"multi, math_verify, got {kind!r}")
 
 
 # ---- similarity ----
@@ -362,9 +203,9 @@ _MATH_ERRORS = {SampleError.NO_ANSWER: "sample_parse_error", SampleError.TIMEOUT
 
 
 class MathVerifyGrader(_TemplateGrader):
-    """math-verify equivalence of the rendered input's answer and the rendered reference (see
-    paec.grading.sandbox.math_verify_score). In-process with math-verify's SIGALRM timeouts in the main
-    thread; a child process per batch in any other thread."""
+    """math-verify equivalence of the rendered input's final answer and the rendered reference
+    (paec.grading.answer.math_verify_score). In-process with math-verify's SIGALRM timeouts in
+    the main thread; a child process per batch in any other thread."""
 
     spec: MathVerifySpec
 
@@ -374,8 +215,7 @@ class MathVerifyGrader(_TemplateGrader):
 
     def _score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[GradeResult]:
         if threading.current_thread() is threading.main_thread():
-            outcomes = [math_verify_score(t, r, timeout_s=MATH_VERIFY_TIMEOUT_S)
-                        for t, r in pairs]
+            outcomes = math_verify_in_process(pairs)
         else:
             outcomes = run_math_verify(pairs, self.limits)
         return [_from_outcome(o, _MATH_ERRORS, "other_error") for o in outcomes]

@@ -1,13 +1,15 @@
 """Out-of-process grading: user `python` graders in an isolation sandbox, and math-verify.
 
-The parent side (`check_python_source`, `run_python_grader`, `run_math_verify`) starts one
-child process per batch, sends the whole batch as JSON on stdin and reads one JSON line per
-graded sample from stdout, so the results of samples graded before a crash or a kill are kept.
-The child is this very file run as a script, `python -I [-S] sandbox.py`: it imports only the
-standard library at module level, because importing the `paec` package imports torch (about
-1.8 s) and the child must start in tens of milliseconds.
+This module is the parent side (`check_python_source`, `run_python_grader`, `run_math_verify`:
+the limits, the isolation tool's command line, reading the results). It starts one child
+process per batch, sends the whole batch as JSON on stdin and reads one JSON line per graded
+sample from stdout, so the results of samples graded before a crash or a kill are kept. The
+child is paec/grading/child.py run as a script, `python -I [-S] child.py`: standard library
+only, because importing the `paec` package imports torch (about 1.8 s) and the child must start
+in tens of milliseconds; for math-verify it loads the answer checker (paec/grading/answer.py)
+by its path.
 
-Isolation (issue 15). A python grader's child (its module code on validation included) runs
+Isolation. A python grader's child (its module code on validation included) runs
 under bubblewrap (`bwrap`, Debian package `bubblewrap`), which works in this container both as
 root and unprivileged; `isolation_problem()` says why not where it does not, and python graders
 are then refused with that reason. The flags, per child:
@@ -22,9 +24,10 @@ are then refused with that reason. The flags, per child:
 - a private mount namespace whose root is an empty tmpfs holding, read-only, the system library
   folders (`/usr/lib*`, `/lib*`: libc and the interpreter's shared libraries), the Python
   install (`sys.base_prefix`), the virtual environment with its site-packages only when
-  `SandboxLimits.site_packages` is on, and this script; a fresh `/tmp` tmpfs of TMPFS_BYTES
-  (also HOME, TMPDIR and the working folder), gone with the sandbox; `/proc` of the new PID
-  namespace and a minimal `/dev`. No /etc, no data directory, no source tree;
+  `SandboxLimits.site_packages` is on, and the child's two files (child.py, answer.py); a fresh
+  `/tmp` tmpfs of TMPFS_BYTES (also HOME, TMPDIR and the working folder), gone with the
+  sandbox; `/proc` of the new PID namespace and a minimal `/dev`. No /etc, no data directory,
+  no source tree;
 - `--clearenv` and an environment of PATH, locale and single-threaded BLAS settings only;
 - a user of its own. As root (the service's usual case) bwrap runs privileged, without a user
   namespace, so that the uid is a real unprivileged uid on the host: the child starts as root
@@ -47,11 +50,11 @@ are then refused with that reason. The flags, per child:
 Residual risk: the child can still create a user namespace of its own (kernel attack surface,
 not an escape by itself); set `user.max_user_namespaces=0` on a root-run host to close it.
 
-math-verify (our code on tenant text) runs in the same sandbox when the tool works, and else,
-as before issue 15, as a plain child under the rlimits alone (same user, fresh temp folder).
-Its own timeouts use SIGALRM and so raise outside a main thread. In the child, which grades in
-its main thread, the per-sample alarm bounds it instead (`timeout_s=None`); in-process callers
-pass `timeout_s` and must be in the main thread (see paec.grading.graders).
+math-verify (our code on tenant text) runs in the same sandbox when the tool works, and else
+as a plain child under the rlimits alone (same user, fresh temp folder). Its own timeouts use
+SIGALRM and so raise outside a main thread. In the child, which grades in its main thread, the
+per-sample alarm bounds it instead (`timeout_s=None`); `math_verify_in_process` uses them and
+must run in the main thread (see paec.grading.graders).
 """
 
 from __future__ import annotations
@@ -60,10 +63,7 @@ import contextlib
 import functools
 import json
 import math
-import numbers
 import os
-import re
-import resource
 import secrets
 import shutil
 import signal
@@ -72,14 +72,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-if __name__ != "__main__":  # the child runs this file with the standard library only
-    from paec.errors import SandboxError
+from paec.errors import SandboxError
+from paec.grading import answer, child
+from paec.grading.child import MAX_DETAIL_CHARS, SampleError, SampleOutcome, outcome_of
+
+__all__ = [  # SampleError, SampleOutcome and MAX_DETAIL_CHARS live in paec.grading.child
+    "DEFAULT_LIMITS", "ISOLATION_TOOL", "MATH_VERIFY_LIMITS", "MATH_VERIFY_TIMEOUT_S",
+    "MAX_DETAIL_CHARS", "MAX_FILE_BYTES", "MAX_OPEN_FILES", "MAX_PROCESSES", "MAX_SOURCE_BYTES",
+    "MEMORY_BYTES", "SAMPLE_TIMEOUT_S", "SANDBOX_UID_BASE", "SANDBOX_UID_COUNT",
+    "STARTUP_TIMEOUT_S", "TMPFS_BYTES", "UNPRIVILEGED_SANDBOX_UID", "SampleError",
+    "SampleOutcome", "SandboxLimits", "check_python_source", "isolation_problem",
+    "math_verify_in_process", "run_math_verify", "run_python_grader",
+]
 
 MEMORY_BYTES = 1 << 30
 """Address-space limit of a python grader's process (RLIMIT_AS): 1 GiB."""
@@ -96,8 +105,6 @@ in the sandbox run by root, whose uid is its own, it is a per-sandbox count; run
 the unisolated math-verify fallback as root, void."""
 MAX_FILE_BYTES = 16 << 20
 """RLIMIT_FSIZE of the child: no file it writes (its stderr log included) grows past 16 MiB."""
-MAX_DETAIL_CHARS = 2000
-"""Error details (exception messages, stderr tails) are cut to this many characters."""
 MAX_SOURCE_BYTES = 256 << 10
 """Largest python grader source accepted, 256 KiB (OpenAI's documented limit)."""
 MATH_VERIFY_TIMEOUT_S = 5
@@ -116,36 +123,13 @@ namespace; outside, it is the service's uid."""
 TMPFS_BYTES = 64 << 20
 """Size of the sandbox's writable /tmp (a tmpfs, gone with the sandbox): 64 MiB."""
 
-_SCRIPT = str(Path(__file__).resolve())
-_CHILD_SCRIPT = "/opt/paec-sandbox/sandbox.py"
-"""Where the sandbox sees this script (read-only)."""
+_CHILD_SCRIPT = str(Path(child.__file__).resolve())
+_ANSWER_FILE = str(Path(answer.__file__).resolve())
+_SANDBOX_DIR = "/opt/paec-sandbox"
+"""Where the sandbox sees the child script and, next to it, the answer checker (read-only)."""
+_SANDBOX_SCRIPT = f"{_SANDBOX_DIR}/child.py"
 _SYSTEM_LIB_DIRS = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64")
 _KILL_GRACE_S = 5.0
-
-
-class SampleError(StrEnum):
-    """Why a sample got no score."""
-
-    RUNTIME = "runtime"
-    """The user's source raised, or `grade` raised or returned something not a finite number."""
-    TIMEOUT = "timeout"
-    """The per-sample alarm fired, or the process ran out of wall-clock time before the sample."""
-    SERVER = "server"
-    """The sandbox process could not start, crashed or was killed before the sample."""
-    NO_ANSWER = "no_answer"
-    """math-verify found no answer in the sample."""
-    BAD_REFERENCE = "bad_reference"
-    """math-verify could not parse the reference."""
-
-
-@dataclass(frozen=True)
-class SampleOutcome:
-    """The result for one sample: a score, or an error (and then `score` is 0.0)."""
-
-    score: float
-    error: SampleError | None = None
-    detail: str | None = None
-    elapsed_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +214,8 @@ def run_python_grader(source: str, pairs: Sequence[tuple[Mapping[str, Any], Mapp
 
 def run_math_verify(pairs: Sequence[tuple[str, str]],
                     limits: SandboxLimits = MATH_VERIFY_LIMITS) -> list[SampleOutcome]:
-    """`math_verify_score` for every `(sample text, reference)` pair, in one child process.
+    """paec.grading.answer.math_verify_score for every `(sample text, reference)` pair, in one
+    child process.
 
     Works from any thread: the time limits are the child's alarm and the parent's wall clock.
     The child is isolated where the isolation tool works, and else runs under the rlimits alone.
@@ -268,75 +253,16 @@ def _refusal(problem: str) -> str:
     return f"python graders cannot run on this server: {problem}"
 
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last complete `\\boxed{...}` (or `\\fbox{...}`) in `text`, or None."""
-    openers = [m.end() for m in _BOXED.finditer(text)]
-    if not openers:
-        return None
-    # Match every brace once (a stack), instead of scanning from each opener: linear even for
-    # a sample full of unclosed \boxed{.
-    closing: dict[int, int] = {}
-    stack: list[int] = []
-    for i, char in enumerate(text):
-        if char == "{":
-            stack.append(i)
-        elif char == "}" and stack:
-            closing[stack.pop()] = i
-    for start in reversed(openers):
-        end = closing.get(start - 1)
-        if end is not None:
-            return text[start:end]
-    return None
-
-
-def math_verify_score(text: str, reference: str, *, timeout_s: int | None) -> SampleOutcome:
-    """1.0 if the sample's answer equals `reference` mathematically (math-verify), else 0.0.
-
-    The answer is the content of the last `\\boxed{}`, or else what math-verify extracts from the
-    whole text (an answer-anchored phrase such as "the answer is 3", else the last number or
-    expression). The reference is parsed as `\\boxed{reference}` (so plain `x^2+1` parses),
-    falling back to the bare text. `timeout_s` is math-verify's own SIGALRM timeout, usable
-    only in a main thread; None disables it (the caller bounds the time).
-    """
-    from math_verify import parse, verify  # type: ignore[import-untyped]  # no py.typed
-    from math_verify.errors import TimeoutException  # type: ignore[import-untyped]
-
-    start = time.perf_counter()
-
-    def outcome(score: float, error: SampleError | None = None,
-                detail: str | None = None) -> SampleOutcome:
-        return SampleOutcome(score, error, detail, time.perf_counter() - start)
-
-    def parsed(candidates: list[str]) -> list[Any]:
-        for candidate in candidates:
-            try:
-                found: list[Any] = parse(candidate, parsing_timeout=timeout_s,
-                                         raise_on_error=True)
-            except Exception:  # a parser failure on odd LaTeX means "nothing found"
-                found = []
-            if found:
-                return found
-        return []
-
-    try:
-        gold = parsed([f"\\boxed{{{reference}}}", reference])
-        if not gold:
-            return outcome(0.0, SampleError.BAD_REFERENCE,
-                           f"reference {reference[:200]!r} could not be parsed")
-        boxed = last_boxed(text)
-        answer = parsed(([f"\\boxed{{{boxed}}}"] if boxed is not None else []) + [text])
-        if not answer:
-            return outcome(0.0, SampleError.NO_ANSWER, "no answer found in the sample")
-        try:
-            equal = bool(verify(gold, answer, timeout_seconds=timeout_s, raise_on_error=True))
-        except Exception:  # comparing unlike objects (a set with a matrix ...): not equal
-            equal = False
-        return outcome(1.0 if equal else 0.0)
-    except TimeoutException:  # a BaseException: math-verify's own alarm (timeout_s set)
-        return outcome(0.0, SampleError.TIMEOUT, f"math-verify exceeded {timeout_s}s")
+def math_verify_in_process(pairs: Sequence[tuple[str, str]],
+                           timeout_s: int = MATH_VERIFY_TIMEOUT_S) -> list[SampleOutcome]:
+    """paec.grading.answer.math_verify_score for every `(sample text, reference)` pair, in this
+    process with math-verify's own SIGALRM timeouts: the main thread only."""
+    outcomes = []
+    for text, reference in pairs:
+        start = time.perf_counter()
+        verdict = answer.math_verify_score(text, reference, timeout_s=timeout_s)
+        outcomes.append(outcome_of(verdict, time.perf_counter() - start))
+    return outcomes
 
 
 def _child_env(folder: str) -> dict[str, str]:
@@ -364,7 +290,7 @@ def _mount_args(python: str, site_packages: bool) -> list[str]:
             binds.append(path)
     # bwrap creates the folders above a mount point with mode 0700 as root: make them
     # traversable by the sandbox's uid.
-    parents = sorted({str(parent) for path in [*binds, _CHILD_SCRIPT]
+    parents = sorted({str(parent) for path in [*binds, _SANDBOX_SCRIPT]
                       for parent in Path(path).parents if str(parent) != "/"},
                      key=lambda p: p.count("/"))
     for parent in parents:
@@ -372,14 +298,15 @@ def _mount_args(python: str, site_packages: bool) -> list[str]:
             args += ["--perms", "0755", "--dir", parent]
     for path in binds:
         args += ["--ro-bind", path, path]
-    return [*args, "--ro-bind", _SCRIPT, _CHILD_SCRIPT]
+    return [*args, "--ro-bind", _CHILD_SCRIPT, _SANDBOX_SCRIPT,
+            "--ro-bind", _ANSWER_FILE, f"{_SANDBOX_DIR}/{child.ANSWER_MODULE}"]
 
 
 def _command(limits: SandboxLimits, isolated: bool) -> tuple[list[str], int | None]:
     """The child's command line, and the uid the child must drop to (root-run sandbox only)."""
     flags = ["-I", *([] if limits.site_packages else ["-S"])]
     if not isolated:
-        return [sys.executable, *flags, _SCRIPT], None
+        return [sys.executable, *flags, _CHILD_SCRIPT], None
     # Without site-packages the base interpreter runs, so that the venv need not be visible.
     python = (sys.executable if limits.site_packages
               else getattr(sys, "_base_executable", sys.executable))
@@ -401,7 +328,7 @@ def _command(limits: SandboxLimits, isolated: bool) -> tuple[list[str], int | No
            "--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     for key, value in _child_env("/tmp").items():
         cmd += ["--setenv", key, value]
-    return [*cmd, "--", python, *flags, _CHILD_SCRIPT], drop_to
+    return [*cmd, "--", python, *flags, _SANDBOX_SCRIPT], drop_to
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -421,6 +348,19 @@ def _describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """What a child process left behind."""
+
+    out: bytes
+    """Its stdout: the protocol lines (see paec.grading.child)."""
+    stderr_tail: str
+    """The last MAX_DETAIL_CHARS characters of its stderr, stripped."""
+    returncode: int | None
+    timed_out: bool
+    """Whether the parent killed it at the wall-clock limit."""
+
+
 def _run_child(request: dict[str, Any], n: int, limits: SandboxLimits, *, isolated: bool,
                ) -> tuple[SampleOutcome | None, list[SampleOutcome]]:
     """Run one child on `request`, in the isolation sandbox if `isolated`: (an outcome for
@@ -433,39 +373,73 @@ def _run_child(request: dict[str, Any], n: int, limits: SandboxLimits, *, isolat
                           "max_open_files": limits.max_open_files,
                           "max_processes": limits.max_processes,
                           "max_file_bytes": limits.max_file_bytes}}
-    payload = json.dumps(request).encode()
-    timed_out, out, stderr_tail, returncode = False, b"", "", None
+    try:
+        ended = _spawn(cmd, json.dumps(request).encode(), wall)
+    except OSError as exc:
+        return SampleOutcome(0.0, SampleError.SERVER, f"sandbox could not start: {exc}"), []
+    return _results(ended, n, wall)
+
+
+def _spawn(cmd: list[str], payload: bytes, wall: float) -> _Ended:
+    """Run `cmd` with `payload` on stdin for at most `wall` seconds, then kill its process
+    group; raises OSError if it cannot start."""
+    timed_out, out = False, b""
     # Isolated, this folder holds only the stderr log and the child never sees it (its /tmp is
     # a tmpfs of its own); unisolated, it is the child's working folder as well.
     with tempfile.TemporaryDirectory(prefix="paec-sandbox-", ignore_cleanup_errors=True) as tmp:
         err_path = Path(tmp) / ".stderr"
-        try:
-            with err_path.open("wb") as err, subprocess.Popen(
-                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=tmp,
-                    env=_child_env(tmp), start_new_session=True) as proc:
-                try:
-                    out, _ = proc.communicate(payload, timeout=wall)
+        with err_path.open("wb") as err, subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=tmp,
+                env=_child_env(tmp), start_new_session=True) as proc:
+            try:
+                out, _ = proc.communicate(payload, timeout=wall)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+                try:  # a retried communicate keeps what was already read
+                    out, _ = proc.communicate(timeout=_KILL_GRACE_S)
                 except subprocess.TimeoutExpired:
-                    timed_out = True
-                    _kill_group(proc)
-                    try:  # a retried communicate keeps what was already read
-                        out, _ = proc.communicate(timeout=_KILL_GRACE_S)
-                    except subprocess.TimeoutExpired:
-                        out = b""  # a descendant that left the session holds the pipe open
-                finally:
-                    _kill_group(proc)  # whatever the grader spawned dies with it
-            returncode = proc.returncode
-        except OSError as exc:
-            return SampleOutcome(0.0, SampleError.SERVER, f"sandbox could not start: {exc}"), []
-        try:
-            with err_path.open("rb") as log:
-                log.seek(max(0, err_path.stat().st_size - MAX_DETAIL_CHARS))
-                stderr_tail = log.read().decode(errors="replace").strip()
-        except OSError:
-            stderr_tail = ""
-    died = f"sandbox process {_describe_exit(returncode)}"
-    died_tail = f"; stderr: {stderr_tail}" if stderr_tail else ""
+                    out = b""  # a descendant that left the session holds the pipe open
+            finally:
+                _kill_group(proc)  # whatever the grader spawned dies with it
+        return _Ended(out, _tail(err_path), proc.returncode, timed_out)
 
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - MAX_DETAIL_CHARS))
+            return log.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _results(ended: _Ended, n: int, wall: float,
+             ) -> tuple[SampleOutcome | None, list[SampleOutcome]]:
+    """`_run_child`'s result from what the child left."""
+    fatal, ready, found = _read_protocol(ended.out)
+    if fatal is not None:
+        return fatal, []
+    died = f"sandbox process {_describe_exit(ended.returncode)}"
+    died_tail = f"; stderr: {ended.stderr_tail}" if ended.stderr_tail else ""
+    if not ready:
+        if ended.timed_out:
+            return SampleOutcome(0.0, SampleError.TIMEOUT, f"the source's module code did not "
+                                 f"finish within {wall:.3g}s"), []
+        return SampleOutcome(0.0, SampleError.SERVER, f"{died} before it was ready"
+                             f"{died_tail}"[:MAX_DETAIL_CHARS]), []
+    if ended.timed_out:
+        missing = SampleOutcome(0.0, SampleError.TIMEOUT,
+                                f"sandbox wall-clock limit of {wall:.3g}s ran out first")
+    else:
+        missing = SampleOutcome(0.0, SampleError.SERVER,
+                                f"{died} before grading this sample{died_tail}"[:MAX_DETAIL_CHARS])
+    return None, [found.get(i, missing) for i in range(n)]
+
+
+def _read_protocol(out: bytes) -> tuple[SampleOutcome | None, bool, dict[int, SampleOutcome]]:
+    """The child's protocol lines: (its fatal outcome or None, whether it was ready, the
+    outcome of each graded sample by index)."""
     fatal: SampleOutcome | None = None
     ready = False
     found: dict[int, SampleOutcome] = {}
@@ -482,199 +456,4 @@ def _run_child(request: dict[str, Any], n: int, limits: SandboxLimits, *, isolat
                 found[int(msg["i"])] = outcome
         except (ValueError, KeyError, TypeError):
             continue  # not a protocol line: the child writes nothing else to this pipe
-    if fatal is not None:
-        return fatal, []
-    if not ready:
-        if timed_out:
-            return SampleOutcome(0.0, SampleError.TIMEOUT, f"the source's module code did not "
-                                 f"finish within {wall:.3g}s"), []
-        return SampleOutcome(0.0, SampleError.SERVER, f"{died} before it was ready"
-                             f"{died_tail}"[:MAX_DETAIL_CHARS]), []
-    if timed_out:
-        missing = SampleOutcome(0.0, SampleError.TIMEOUT,
-                                f"sandbox wall-clock limit of {wall:.3g}s ran out first")
-    else:
-        missing = SampleOutcome(0.0, SampleError.SERVER,
-                                f"{died} before grading this sample{died_tail}"[:MAX_DETAIL_CHARS])
-    return None, [found.get(i, missing) for i in range(n)]
-
-
-# ---- the child side: runs as `python -I paec/grading/sandbox.py`, standard library only ----
-
-
-class _SampleTimeout(BaseException):
-    """Raised by the alarm. A BaseException, so that `except Exception` in user code (or in
-    math-verify) does not swallow it."""
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    raise _SampleTimeout
-
-
-def _drop_privileges(uid: int | None) -> None:
-    # A root-run sandbox starts the child as root with CAP_SETUID/CAP_SETGID only; moving every
-    # uid to a non-zero one clears all capabilities (capabilities(7)), and no_new_privs (bwrap
-    # sets it) keeps a setuid binary from bringing any back.
-    if uid is None:
-        return
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    if os.getresuid() != (uid, uid, uid) or _effective_caps() != 0:
-        raise SystemExit("sandbox: could not drop privileges")
-
-
-def _effective_caps() -> int:
-    with open("/proc/self/status", encoding="utf-8") as status:
-        for line in status:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return -1
-
-
-def _probe_isolation() -> SampleOutcome:
-    """The isolation start-up check, run in the sandbox's child (see isolation_problem)."""
-    import socket
-
-    devices = sorted(name for _, name in socket.if_nameindex())
-    processes = [entry for entry in os.listdir("/proc") if entry.isdigit()]
-    problems = [problem for failed, problem in [
-        (os.getuid() == 0 or os.geteuid() == 0, "the child runs as root"),
-        (_effective_caps() != 0, "the child holds capabilities"),
-        (os.path.exists("/etc"), "the host's /etc is visible"),
-        (devices != ["lo"], f"network devices {devices}, not only lo"),
-        (len(processes) > 2, f"{len(processes)} processes visible, not only the sandbox's"),
-    ] if failed]
-    if problems:
-        return SampleOutcome(0.0, SampleError.SERVER, "; ".join(problems))
-    return SampleOutcome(1.0)
-
-
-def _apply_limits(limits: Mapping[str, Any]) -> None:
-    caps = {resource.RLIMIT_AS: limits["memory_bytes"], resource.RLIMIT_CPU: limits["cpu_s"],
-            resource.RLIMIT_NOFILE: limits["max_open_files"],
-            resource.RLIMIT_FSIZE: limits["max_file_bytes"], resource.RLIMIT_CORE: 0}
-    if limits["max_processes"] is not None:
-        caps[resource.RLIMIT_NPROC] = limits["max_processes"]
-    for which, cap in caps.items():
-        _, hard = resource.getrlimit(which)
-        cap = cap if hard == resource.RLIM_INFINITY else min(cap, hard)
-        # CPU: the soft limit sends SIGXCPU (which kills), the hard one a second later SIGKILL.
-        soft_hard = (cap, cap + 1) if which == resource.RLIMIT_CPU else (cap, cap)
-        resource.setrlimit(which, soft_hard)
-
-
-def _exc_text(exc: BaseException) -> str:
-    try:
-        text = f"{type(exc).__name__}: {exc}"
-    except Exception:  # a user exception whose __str__ raises
-        text = type(exc).__name__
-    return text[:MAX_DETAIL_CHARS]
-
-
-def _as_score(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"grade() must return a number, got {type(value).__name__}")
-    score = float(value)
-    if not math.isfinite(score):
-        raise ValueError(f"grade() must return a finite number, got {score}")
-    return score
-
-
-def _guarded(call: Callable[[], SampleOutcome], timeout_s: float,
-             memory_bytes: int) -> SampleOutcome:
-    start = time.perf_counter()
-    try:
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
-        try:
-            result = call()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _SampleTimeout:
-        return SampleOutcome(0.0, SampleError.TIMEOUT, f"exceeded the per-sample limit of "
-                             f"{timeout_s:.3g}s", time.perf_counter() - start)
-    except BaseException as exc:  # anything user code raises is its sample's error
-        detail = _exc_text(exc)
-        if isinstance(exc, MemoryError):
-            detail += f" (memory limit {memory_bytes} bytes)"
-        return SampleOutcome(0.0, SampleError.RUNTIME, detail, time.perf_counter() - start)
-    return SampleOutcome(result.score, result.error, result.detail, time.perf_counter() - start)
-
-
-def _emit(channel: TextIO, i: int | str, outcome: SampleOutcome) -> None:
-    error = None if outcome.error is None else outcome.error.value
-    channel.write(json.dumps({"i": i, "score": outcome.score, "error": error,
-                              "detail": outcome.detail, "t": outcome.elapsed_s}) + "\n")
-    channel.flush()
-
-
-def _load_grade(source: str, timeout_s: float,
-                memory_bytes: int) -> tuple[Callable[..., object] | None, SampleOutcome]:
-    """The source's `grade`, or None and why not (a RUNTIME or TIMEOUT outcome)."""
-    import inspect
-
-    namespace: dict[str, Any] = {"__name__": "grader"}
-
-    def load() -> SampleOutcome:
-        exec(compile(source, "<grader>", "exec"), namespace)
-        return SampleOutcome(0.0)
-
-    loaded = _guarded(load, timeout_s, memory_bytes)
-    if loaded.error is not None:
-        return None, replace(loaded, detail=f"source failed to load: {loaded.detail}")
-    grade = namespace.get("grade")
-    if not callable(grade):
-        return None, SampleOutcome(0.0, SampleError.RUNTIME,
-                                   "source must define a function grade(sample, item)")
-    try:
-        inspect.signature(grade).bind({}, {})
-    except TypeError:
-        return None, SampleOutcome(0.0, SampleError.RUNTIME,
-                                   "grade must accept two arguments: grade(sample, item)")
-    except ValueError:
-        pass  # no signature to inspect (a builtin): the calls will tell
-    return grade, loaded
-
-
-def _child_main() -> None:
-    request = json.loads(sys.stdin.buffer.read())
-    sys.stdin.close()
-    _drop_privileges(request["uid"])
-    # The protocol gets a private copy of stdout; fd 1 then points at stderr, so the user's
-    # prints cannot corrupt it.
-    channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    _apply_limits(request["limits"])
-    signal.signal(signal.SIGALRM, _on_alarm)
-    timeout_s, memory = float(request["sample_timeout_s"]), int(request["limits"]["memory_bytes"])
-    score_one: Callable[[Any, Any], SampleOutcome]
-    if request["kind"] == "python":
-        grade, loaded = _load_grade(request["source"], timeout_s, memory)
-        if grade is None:
-            _emit(channel, "fatal", loaded)
-            return
-        user_grade = grade
-
-        def score_one(sample: Any, item: Any) -> SampleOutcome:
-            return SampleOutcome(_as_score(user_grade(sample, item)))
-    elif request["kind"] == "probe":
-
-        def score_one(sample: Any, item: Any) -> SampleOutcome:
-            return _probe_isolation()
-    else:
-        try:
-            import math_verify  # noqa: F401  # fail here, once, not per sample
-        except ImportError as exc:
-            _emit(channel, "fatal", SampleOutcome(0.0, SampleError.SERVER,
-                                                  f"math-verify cannot be imported: {exc}"))
-            return
-
-        def score_one(sample: Any, item: Any) -> SampleOutcome:
-            return math_verify_score(sample, item, timeout_s=None)
-    _emit(channel, "ready", SampleOutcome(0.0))
-    for i, (sample, item) in enumerate(request["pairs"]):
-        _emit(channel, i, _guarded(functools.partial(score_one, sample, item), timeout_s, memory))
-
-
-if __name__ == "__main__":
-    _child_main()
+    return fatal, ready, found

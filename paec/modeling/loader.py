@@ -119,13 +119,19 @@ def load_model_and_tokenizer(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Resolve a model name and load it in eval mode, with a tokenizer ready for batching."""
     source = resolve_model(name_or_path, cache_dir=cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    except OSError as exc:  # transformers' word for "no such model here" (and no hub)
+        raise ModelNotFoundError(f"{name_or_path!r} cannot be loaded: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # Batched generation appends on the right, so prompts must end at the same column.
     tokenizer.padding_side = "left"
     # Any: transformers' own annotations leave eval() untyped and mistype to().
-    model: Any = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype)
+    except OSError as exc:
+        raise ModelNotFoundError(f"{name_or_path!r} cannot be loaded: {exc}") from exc
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()

@@ -283,6 +283,19 @@ def high_entropy_token_mask(entropy: Tensor, mask: Tensor, quantile: float) -> T
 # ----------------------------------------------------------------------------- composition
 
 
+def _high_entropy_tokens(entropy: Tensor | None, threshold: Tensor | float | None,
+                         valid: Tensor) -> Tensor:
+    """80/20: the valid tokens whose detached `entropy` (B, T) reaches the whole batch's
+    `threshold`, (B, T) bool; refuses to run without either."""
+    if entropy is None:
+        raise ValueError("high_entropy_quantile is set: pass `entropy`")
+    if threshold is None:
+        raise ValueError(
+            "high_entropy_quantile is set: pass `entropy_threshold`, the quantile of the "
+            "whole optimisation batch (quantile_threshold over every micro-batch's tokens)")
+    return (entropy.detach() >= threshold) & valid  # (B, T)
+
+
 def policy_loss(
     logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, cfg: PolicyLossConfig, *,
     entropy: Tensor | None = None, ref_logp: Tensor | None = None, max_len: int | None = None,
@@ -306,13 +319,7 @@ def policy_loss(
     per_token, metrics = policy_token_loss(cfg.loss_type, logp, old_logp, advantages, mask, cfg,
                                            generator)  # (B, T)
     if cfg.high_entropy_quantile is not None:
-        if entropy is None:
-            raise ValueError("high_entropy_quantile is set: pass `entropy`")
-        if entropy_threshold is None:
-            raise ValueError(
-                "high_entropy_quantile is set: pass `entropy_threshold`, the quantile of the "
-                "whole optimisation batch (quantile_threshold over every micro-batch's tokens)")
-        keep = (entropy.detach() >= entropy_threshold) & valid  # (B, T)
+        keep = _high_entropy_tokens(entropy, entropy_threshold, valid)  # (B, T)
         per_token = per_token * keep.to(per_token.dtype)  # (B, T)
         metrics["policy/high_entropy_frac"] = _masked_mean(keep.to(per_token.dtype), valid)
 

@@ -5,10 +5,12 @@ One training step:
   1. P prompts from the data cursor; G completions each (`paec.training.rollout.sample`).
   2. Grade every completion (`paec.grading.graders`); group-normalised advantages; groups whose
      rewards are all equal carry no signal and are dropped from the optimisation batch.
-  3. A no-grad pass over the batch: old log-probs, per-token features (`token_features`),
-     PAEC's global mask and H_bar (`PAECBatch`), the 80/20 threshold, reference log-probs.
-  4. mu epochs, each one optimiser step accumulated over micro-batches: policy loss
-     (`paec.training.losses.policy_loss`) + the PAEC term (`PAECBatch.loss`).
+  3. The optimisation batch, built once (`paec.training.batch.OptimBatch`): micro-batches,
+     whole-batch normalisers, PAEC's global mask and H_bar (`PAECBatch`) from the features
+     the sampler computed, the 80/20 threshold, and, from a no-grad pass where needed, old
+     and reference log-probs.
+  4. mu epochs, each one optimiser step accumulated over micro-batches: the objective is the
+     policy loss (`paec.training.losses.policy_loss`) + the PAEC term (`PAECBatch.loss`).
   5. The anchor observes H_bar; metrics go to the callbacks; checkpoints and evaluations.
 
 Outside code hooks in only through callbacks (`paec.training.callbacks.Callback`): the worker reads
@@ -31,8 +33,6 @@ from torch import Tensor
 
 from paec.calibration.anchor import AnchorState
 from paec.calibration.features import TokenFeatures
-from paec.calibration.kernels import quantile_threshold
-from paec.calibration.penalty import PAECBatch
 from paec.calibration.scores import token_scores
 from paec.config.training import TrainConfig
 from paec.data import DataCursor, Example, load_examples
@@ -41,9 +41,10 @@ from paec.grading.graders import build_grader, grade_batch
 from paec.modeling.loader import load_model_and_tokenizer
 from paec.modeling.lora import add_lora, load_lora
 from paec.training.advantages import group_advantages
+from paec.training.batch import MicroBatch, OptimBatch
 from paec.training.callbacks import Callback, StopRequest
 from paec.training.checkpoint import load_training_state, read_sidecar, save_checkpoint
-from paec.training.losses import policy_loss
+from paec.training.losses import Metrics, policy_loss
 from paec.training.rollout import (
     FeatureCollector,
     RolloutBatch,
@@ -62,14 +63,6 @@ class TrainResult:
     step: int  # the last finished step
     checkpoint: Path | None  # the last checkpoint written (final, or the pause checkpoint)
     history: list[dict[str, float]] = field(default_factory=list)  # metrics of each step
-
-
-@dataclass(frozen=True)
-class OldPass:
-    """What the no-grad pass over a rollout batch computed (rows as in the batch)."""
-
-    logp: Tensor  # (B, T) log-probs of the sampled tokens under the pre-update policy
-    ref_logp: Tensor | None  # (B, T) reference log-probs, when the KL term is on
 
 
 def resolve_device(name: str) -> torch.device:
@@ -218,103 +211,74 @@ class Trainer:
     def _update(self, roll: RolloutBatch, adv: Tensor, entropy_bt: Tensor,
                 features_bt: TokenFeatures | None) -> tuple[dict[str, float],
                                                             list[dict[str, Any]]]:
-        """The update of one rollout batch; `entropy_bt` (B, T) and `features_bt` ((B, T)
-        fields, with PAEC) are the statistics the sampler saw at each position."""
-        cfg, model = self.cfg, self.model
-        mask = roll.completion_mask.to(self.device)  # (B, T)
-        ids = roll.completion_ids.to(self.device)  # (B, T)
-        n_rows = mask.shape[0]
-        row_tokens = mask.sum(-1)  # (B,)
-        offsets = [0, *torch.cumsum(row_tokens, 0).tolist()]  # flat index of each row's start
-        micro = [(r, min(r + cfg.micro_batch_size, n_rows))
-                 for r in range(0, n_rows, cfg.micro_batch_size)]
-        total_tokens = float(row_tokens.sum())
-        total_seqs = float((row_tokens > 0).sum())
-        entropies = entropy_bt[mask]  # (n_valid,) batch order, as logits[mask] below
-        features = None if features_bt is None else features_bt.select(mask)  # (n_valid,)
-
+        """The update of one rollout batch, its `adv` (B,), and the statistics the sampler
+        saw at each position: `entropy_bt` (B, T) and, with PAEC, `features_bt` ((B, T)
+        fields). `update_epochs` optimiser steps, each accumulated over the micro-batches."""
+        cfg = self.cfg
         # A no-grad pass only where the update needs log-probs other than its own: several
         # epochs (the old policy's) or a KL term (the reference's). Otherwise the old
         # log-probs are the update pass's own, detached, and ratios are exactly 1, as in TRL.
-        old = self._old_pass(roll, ids, mask, micro) if self._needs_old_pass else None
-        paec_batch = (PAECBatch.build(features, self.anchor, cfg.paec)
-                      if features is not None else None)
-        ent_threshold = None
-        if cfg.loss.high_entropy_quantile is not None:
-            # 80/20: one entropy threshold for the whole batch, not one per micro-batch.
-            ent_threshold = quantile_threshold(
-                entropies, torch.ones_like(entropies, dtype=torch.bool),
-                cfg.loss.high_entropy_quantile)
-        generator = torch.Generator(self.device).manual_seed(_step_seed(cfg.seed, self.step + 1))
-
-        # PAEC's differentiable H^p only when its term has a gradient this step (below the
-        # floor, or with a bonus); otherwise the term is exactly 0 and costs nothing.
-        paec_grad = paec_batch is not None and paec_batch.needs_gradient
+        batch = OptimBatch.build(
+            roll, adv, entropy_bt, features_bt, cfg=cfg, anchor=self.anchor, device=self.device,
+            seed=_step_seed(cfg.seed, self.step + 1),
+            old_pass=self._old_log_probs if self._needs_old_pass else None)
         sums: dict[str, float] = {}
         grad_norm = 0.0
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for r0, r1 in micro:
-                mb_mask = mask[r0:r1]  # (b, T)
-                idx = slice(offsets[r0], offsets[r1])
-                # Log-probs, and the entropies that take a gradient this step, in one pass
-                # over the logits with one gradient (`paec.calibration.scores`).
-                nucleus = (features.select(idx) if paec_grad and features is not None
-                           else None)  # (n,) fields
-                scores = token_scores(
-                    completion_logits(model, roll.select(slice(r0, r1))), ids[r0:r1], mb_mask,
-                    temperature=cfg.temperature, entropy=cfg.loss.entropy_coef > 0,
-                    nucleus_size=None if nucleus is None else nucleus.nucleus_size,
-                    nucleus_min_logit=None if nucleus is None else nucleus.nucleus_min_logit)
-                logp = scores.logp  # (b, T)
-                old_logp = logp.detach() if old is None else old.logp[r0:r1]  # (b, T)
-                ent = self._entropy_for_loss(scores.entropy, entropies, idx, mb_mask)
-                loss, m = policy_loss(
-                    logp, old_logp, adv[r0:r1], mb_mask, cfg.loss, entropy=ent,
-                    ref_logp=None if old is None or old.ref_logp is None else old.ref_logp[r0:r1],
-                    generator=generator, entropy_threshold=ent_threshold,
-                    total_tokens=total_tokens, total_seqs=total_seqs, max_len=cfg.max_new_tokens)
-                if paec_batch is not None and features is not None:
-                    if scores.top_p_entropy is not None:
-                        term = paec_batch.loss(scores.top_p_entropy, idx)  # () from H^p (n,)
-                        loss = loss + term
-                    else:
-                        term = torch.zeros((), device=loss.device)  # inactive: exactly 0
-                    m["loss/paec"] = term.detach()
-                    m["loss/total"] = loss.detach()
+            for mb in batch.micro:
+                loss, metrics = self._objective(batch, mb)  # ()
                 loss.backward()  # type: ignore[no-untyped-call]
-                # Loss terms carry whole-batch normalisers: their micro-batch values add up.
-                # The other metrics are means over the micro-batch's tokens: weight them.
-                share = float(mb_mask.sum()) / max(total_tokens, 1.0)
-                for k, v in m.items():
-                    w = 1.0 if k.startswith("loss/") else share
-                    sums[k] = sums.get(k, 0.0) + w * float(v) / cfg.update_epochs
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                accumulate(sums, metrics, mb.share, cfg.update_epochs)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                              cfg.max_grad_norm))
             self.optimizer.step()
             self.scheduler.step()
-        metrics = self._feature_metrics(entropies, features, paec_batch) | sums
-        metrics["train/grad_norm"] = grad_norm
-        if paec_batch is not None and paec_batch.masked_entropy is not None:
-            self.anchor.observe(paec_batch.masked_entropy)  # once per training step
-        return metrics, self._traces(ids, mask, offsets, entropies, features, paec_batch)
+        out = batch.feature_metrics() | sums
+        out["train/grad_norm"] = grad_norm
+        if batch.paec is not None and batch.paec.masked_entropy is not None:
+            self.anchor.observe(batch.paec.masked_entropy)  # once per training step
+        return out, self._traces(batch)
 
-    def _old_pass(self, roll: RolloutBatch, ids: Tensor, mask: Tensor,
-                  micro: list[tuple[int, int]]) -> OldPass:
-        """Log-probs of the sampled tokens under the pre-update policy and, with a KL term,
-        under the reference, without autograd."""
+    def _objective(self, batch: OptimBatch, mb: MicroBatch) -> tuple[Tensor, Metrics]:
+        """The loss of micro-batch `mb` with gradient, the policy loss plus the PAEC term, and
+        its metrics (detached 0-dim tensors)."""
         cfg = self.cfg
-        logp = torch.zeros(mask.shape, device=self.device)  # (B, T)
-        ref_logp = torch.zeros(mask.shape, device=self.device) if cfg.loss.kl_coef > 0 else None
-        with torch.no_grad():
-            for r0, r1 in micro:
-                sub = roll.select(slice(r0, r1))
-                logp[r0:r1] = token_scores(completion_logits(self.model, sub), ids[r0:r1],
-                                           mask[r0:r1], temperature=cfg.temperature).logp
-                if ref_logp is not None:
-                    ref_logp[r0:r1] = token_scores(self._ref_logits(sub), ids[r0:r1],
-                                                   mask[r0:r1], temperature=cfg.temperature).logp
-        return OldPass(logp, ref_logp)
+        mask = batch.mask[mb.rows]  # (b, T)
+        nucleus = batch.nucleus(mb)  # (n,) fields, when the PAEC term has a gradient
+        # Log-probs, and the entropies that take a gradient this step, in one pass over the
+        # logits with one gradient (`paec.calibration.scores`).
+        scores = token_scores(  # logp (b, T); entropies (n,) when asked for
+            completion_logits(self.model, batch.roll.select(mb.rows)), batch.ids[mb.rows], mask,
+            temperature=cfg.temperature, entropy=cfg.loss.entropy_coef > 0,
+            nucleus_size=None if nucleus is None else nucleus.nucleus_size,
+            nucleus_min_logit=None if nucleus is None else nucleus.nucleus_min_logit)
+        logp = scores.logp  # (b, T)
+        loss, metrics = policy_loss(  # ()
+            logp, logp.detach() if batch.old_logp is None else batch.old_logp[mb.rows],
+            batch.advantages[mb.rows], mask, cfg.loss,
+            entropy=self._loss_entropy(batch, mb, scores.entropy),
+            ref_logp=None if batch.ref_logp is None else batch.ref_logp[mb.rows],
+            generator=batch.generator, entropy_threshold=batch.entropy_threshold,
+            total_tokens=batch.total_tokens, total_seqs=batch.total_seqs, max_len=batch.max_len)
+        if batch.paec is not None:
+            term, paec_metrics = batch.paec.loss(scores.top_p_entropy, mb.tokens)  # ()
+            loss = loss + term  # ()
+            metrics |= paec_metrics | {"loss/total": loss.detach()}
+        return loss, metrics
+
+    def _old_log_probs(self, roll: RolloutBatch) -> tuple[Tensor, Tensor | None]:
+        """Log-probs (b, T) of a sub-batch's sampled tokens under the pre-update policy and,
+        with a KL term, under the reference (else None); the caller disables autograd."""
+        cfg = self.cfg
+        ids, mask = roll.completion_ids, roll.completion_mask  # (b, T), (b, T)
+        logp = token_scores(completion_logits(self.model, roll), ids, mask,
+                            temperature=cfg.temperature).logp  # (b, T)
+        if cfg.loss.kl_coef == 0:
+            return logp, None
+        ref = token_scores(self._ref_logits(roll), ids, mask,
+                           temperature=cfg.temperature).logp  # (b, T)
+        return logp, ref
 
     def _ref_logits(self, roll: RolloutBatch) -> Tensor:
         """(B, T + 1, V) raw logits of the reference policy: the frozen initial model, or with
@@ -324,8 +288,8 @@ class Trainer:
         with self.model.disable_adapter():
             return completion_logits(self.model, roll)
 
-    def _entropy_for_loss(self, with_grad: Tensor | None, entropies: Tensor, idx: slice,
-                          mb_mask: Tensor) -> Tensor | None:
+    def _loss_entropy(self, batch: OptimBatch, mb: MicroBatch,
+                      with_grad: Tensor | None) -> Tensor | None:
         """(b, T) full entropy for the policy loss: `with_grad` (n,) when the global entropy
         bonus is on, the sampler's detached one otherwise (for the 80/20 mask)."""
         loss_cfg = self.cfg.loss
@@ -335,37 +299,27 @@ class Trainer:
             assert with_grad is not None  # computed whenever the bonus is on
             values = with_grad  # (n,)
         else:
-            values = entropies[idx]  # (n,) the sampler's, for the 80/20 mask
-        ent = torch.zeros(mb_mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
-        ent[mb_mask] = values
+            values = batch.entropies[mb.tokens]  # (n,) the sampler's, for the 80/20 mask
+        mask = batch.mask[mb.rows]  # (b, T)
+        ent = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
+        ent[mask] = values
         return ent
 
-    @staticmethod
-    def _feature_metrics(entropies: Tensor, features: TokenFeatures | None,
-                         batch: PAECBatch | None) -> dict[str, float]:
-        if batch is not None:
-            return batch.metrics()
-        out = {"entropy": float(entropies.mean())}
-        if features is not None:
-            out["entropy/top_p"] = float(features.top_p_entropy.mean())
-        return out
-
-    def _traces(self, ids: Tensor, mask: Tensor, offsets: list[int], entropies: Tensor,
-                features: TokenFeatures | None, batch: PAECBatch | None) -> list[dict[str, Any]]:
+    def _traces(self, batch: OptimBatch) -> list[dict[str, Any]]:
         """Per-token records of the first `trace_samples` completions of the batch (top-p
         entropy and mask weight are NaN where PAEC is off)."""
         out = []
-        for row in range(min(self.cfg.trace_samples, ids.shape[0])):
-            idx = slice(offsets[row], offsets[row + 1])
-            n = offsets[row + 1] - offsets[row]
-            nan = torch.full((n,), math.nan)
-            tokens = ids[row][mask[row]].tolist()
+        for row in range(min(self.cfg.trace_samples, batch.ids.shape[0])):
+            idx = slice(batch.offsets[row], batch.offsets[row + 1])
+            nan = torch.full((idx.stop - idx.start,), math.nan)  # (n,)
+            tokens = batch.ids[row][batch.mask[row]].tolist()
             out.append({
                 "tokens": [self.tokenizer.decode([t]) for t in tokens],
-                "entropy": entropies[idx].tolist(),
-                "top_p_entropy": (features.top_p_entropy[idx] if features is not None
-                                  else nan).tolist(),
-                "mask": (batch.mask.weights[idx] if batch is not None else nan).tolist(),
+                "entropy": batch.entropies[idx].tolist(),
+                "top_p_entropy": (batch.features.top_p_entropy[idx]
+                                  if batch.features is not None else nan).tolist(),
+                "mask": (batch.paec.mask.weights[idx] if batch.paec is not None
+                         else nan).tolist(),
             })
         return out
 
@@ -446,3 +400,13 @@ class Trainer:
 def _step_seed(seed: int, step: int) -> int:
     """A per-step seed: a step samples the same whatever ran before it (exact resume)."""
     return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
+
+
+def accumulate(sums: dict[str, float], metrics: Metrics, share: float, epochs: int) -> None:
+    """Add one micro-batch's metrics to the update's `sums`. Loss terms carry whole-batch
+    normalisers, so their micro-batch values add up; the other metrics are means over the
+    micro-batch's tokens, weighted by its `share` of the batch's. Both are averaged over
+    the `epochs`."""
+    for k, v in metrics.items():
+        w = 1.0 if k.startswith("loss/") else share
+        sums[k] = sums.get(k, 0.0) + w * float(v) / epochs

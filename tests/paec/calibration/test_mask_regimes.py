@@ -1,6 +1,6 @@
 """The position mask where trained RLVR policies live: 50% to 95% of the positions with a
 one-token nucleus, on synthetic logits and on the real SmolLM2's sharpened to a low
-temperature (issue 14). The table of `bench/mask_regimes.py`, checked:
+temperature. The table of `bench/mask_regimes.py`, checked:
 
   - positions with a one-token nucleus take at most 10% of sum(m) (the default scope: none);
   - H_bar stays between 0.9 and 1.6 times the decision positions' mean H^p (it weights the

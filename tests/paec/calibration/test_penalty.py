@@ -9,7 +9,12 @@ from torch import Tensor
 
 from paec.calibration.anchor import AnchorState
 from paec.calibration.features import token_features
-from paec.calibration.penalty import PAECBatch, lower_bound_penalty, masked_mean_entropy
+from paec.calibration.penalty import (
+    PAECBatch,
+    hinge_at,
+    lower_bound_penalty,
+    masked_mean_entropy,
+)
 from paec.calibration.scores import top_p_entropy
 from paec.config.calibration import PAECConfig
 
@@ -90,8 +95,10 @@ def test_micro_batches_give_the_whole_batch_loss_and_gradient(bonus: float,
     start = 0
     for size in splits:
         index = slice(start, start + size)
-        total = total + batch.loss(top_p_entropy(x[index], f.nucleus_size[index]).double(),
+        term, metrics = batch.loss(top_p_entropy(x[index], f.nucleus_size[index]).double(),
                                    index)
+        assert metrics == {"loss/paec": term.detach()} and not metrics["loss/paec"].requires_grad
+        total = total + term
         start += size
     total.backward()
     assert float(total.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)
@@ -104,7 +111,7 @@ def test_no_penalty_while_the_anchor_warms_up() -> None:
     z = logits_batch().requires_grad_()
     f = token_features(z, 0.9)
     batch = PAECBatch.build(f, AnchorState(warmup_steps=4, floor_ratio=0.8), PAECConfig())
-    loss = batch.loss(top_p_entropy(z, f.nucleus_size), slice(None))
+    loss, _ = batch.loss(top_p_entropy(z, f.nucleus_size), slice(None))
     loss.backward()
     assert batch.floor is None and batch.penalty == 0.0 and float(loss.detach()) == 0.0
     assert z.grad is not None and (z.grad == 0).all()
@@ -115,7 +122,7 @@ def test_no_gradient_above_the_floor() -> None:
     z = logits_batch().requires_grad_()
     f = token_features(z, 0.9)
     batch = PAECBatch.build(f, frozen_anchor(anchor=0.01), PAECConfig())
-    batch.loss(top_p_entropy(z, f.nucleus_size), slice(None)).backward()
+    batch.loss(top_p_entropy(z, f.nucleus_size), slice(None))[0].backward()
     assert batch.penalty == 0.0 and z.grad is not None and (z.grad == 0).all()
 
 
@@ -132,7 +139,7 @@ def test_the_trainer_may_skip_the_term_exactly_when_it_has_no_gradient(
     state = AnchorState(warmup_steps=4, floor_ratio=0.8) if anchor is None else frozen_anchor(
         anchor)
     batch = PAECBatch.build(f, state, PAECConfig(entropy_bonus=bonus))
-    loss = batch.loss(top_p_entropy(z, f.nucleus_size), slice(None))
+    loss, _ = batch.loss(top_p_entropy(z, f.nucleus_size), slice(None))
     loss.backward()
     assert z.grad is not None
     assert batch.needs_gradient is needed
@@ -140,6 +147,29 @@ def test_the_trainer_may_skip_the_term_exactly_when_it_has_no_gradient(
         assert float(loss.detach()) == 0.0 and (z.grad == 0).all()
     else:
         assert bool((z.grad != 0).any())
+
+
+def test_a_skipped_term_is_exactly_zero_with_its_metric() -> None:
+    """The trainer passes no H^p when the term has no gradient: the term is then 0."""
+    f = token_features(logits_batch(), 0.9)
+    batch = PAECBatch.build(f, frozen_anchor(anchor=0.01), PAECConfig())
+    assert not batch.needs_gradient
+    term, metrics = batch.loss(None, slice(0, 5))
+    assert float(term) == 0.0 and not term.requires_grad
+    assert metrics.keys() == {"loss/paec"} and float(metrics["loss/paec"]) == 0.0
+
+
+@pytest.mark.parametrize(("h_bar", "floor"), [(0.7, 1.0), (1.2, 1.0), (1.0, 1.0),
+                                              (0.123456789, 2.718281828)])
+def test_the_batch_takes_value_and_slope_of_the_one_hinge(h_bar: float, floor: float) -> None:
+    """`hinge_at` is `lower_bound_penalty` and its autograd derivative at a float H_bar."""
+    value, slope = hinge_at(h_bar, floor)
+    h = torch.tensor(h_bar, dtype=torch.float64, requires_grad=True)
+    lower_bound_penalty(h, floor).backward()
+    assert value == lower_bound_penalty(h_bar, floor) == pytest.approx(float(
+        lower_bound_penalty(h.detach(), floor)), rel=1e-15)
+    assert h.grad is not None and slope == float(h.grad) == -2.0 * max(0.0, floor - h_bar)
+    assert hinge_at(None, floor) == hinge_at(h_bar, None) == (0.0, 0.0)
 
 
 def test_batch_metrics_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""The isolation of python graders (issue 15): every escape a probe found must fail.
+"""The isolation of python graders: every escape a probe found must fail.
 
 Each test runs a real grader in the real sandbox (bubblewrap, installed by .ci/run) that tries
 one escape, and checks on the host that it did not work. Where the escape needs a parent worth

@@ -4,7 +4,7 @@ top-p entropy at the masked positions and nowhere else, and the anchor over seve
 
 The model is a tiny random Llama whose final norm is scaled by 25, so that its logits are
 sharp: about half of its positions have a one-token top-p nucleus, the regime of a trained
-policy (issue 14).
+policy.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def test_positions_without_weight_get_no_gradient_from_the_paec_term(
                           nucleus_size=feats.nucleus_size,
                           nucleus_min_logit=feats.nucleus_min_logit)
     assert scores.top_p_entropy is not None
-    batch.loss(scores.top_p_entropy, slice(None)).backward()
+    batch.loss(scores.top_p_entropy, slice(None))[0].backward()
     assert logits.grad is not None
     grad_rows = logits.grad[:, :-1][mask].abs().amax(-1)  # (n_valid,)
     unweighted = batch.mask.weights == 0

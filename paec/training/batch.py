@@ -1,0 +1,144 @@
+"""The optimisation batch of one update: the rows it trains on, cut into micro-batches, and
+everything that must be the whole batch's, computed once before the first epoch.
+
+Gradients accumulate one micro-batch at a time, but every normaliser and threshold belongs
+to the whole batch, so that the micro-batches' losses and gradients add up to the whole
+batch's (docs/method.md, docs/metrics.md):
+
+  - the aggregation's normalisers: valid tokens, sequences with a valid token, max_len;
+  - the 80/20 entropy threshold, a quantile over every valid token;
+  - PAEC's mask quantile, H_bar and floor (`paec.calibration.penalty.PAECBatch`);
+  - the pre-update and reference log-probs, when several epochs or a KL term need them.
+
+Per-token statistics are kept flat, (n_valid,) in the row-major order of `mask`, the order
+in which `paec.calibration.scores.token_scores` returns its entropies: a micro-batch's rows
+r0:r1 own the flat slice offsets[r0]:offsets[r1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from paec.calibration.anchor import AnchorState
+from paec.calibration.features import TokenFeatures
+from paec.calibration.kernels import quantile_threshold
+from paec.calibration.penalty import PAECBatch
+from paec.config.training import TrainConfig
+from paec.training.rollout import RolloutBatch
+
+OldLogProbs = Callable[[RolloutBatch], tuple[Tensor, Tensor | None]]
+"""Log-probs of a sub-batch's sampled tokens, (b, T) each, under the pre-update policy and,
+with a KL term, the reference (else None); called without autograd."""
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """Rows `rows` of the optimisation batch; their valid tokens are `tokens` of its flat
+    (n_valid,) order."""
+
+    rows: slice  # r0:r1
+    tokens: slice  # offsets[r0]:offsets[r1]
+    share: float  # its valid tokens / the batch's: the weight of its per-token-mean metrics
+
+
+def micro_batches(row_tokens: list[int], size: int) -> tuple[list[MicroBatch], list[int]]:
+    """Micro-batches of `size` rows over rows with `row_tokens` valid tokens each, and the
+    flat index of each row's first valid token (B + 1 offsets, the last one n_valid)."""
+    offsets = [0]
+    for n in row_tokens:
+        offsets.append(offsets[-1] + n)
+    total = float(offsets[-1])
+    micro = []
+    for r0 in range(0, len(row_tokens), size):
+        r1 = min(r0 + size, len(row_tokens))
+        share = float(offsets[r1] - offsets[r0]) / max(total, 1.0)
+        micro.append(MicroBatch(slice(r0, r1), slice(offsets[r0], offsets[r1]), share))
+    return micro, offsets
+
+
+@dataclass(frozen=True)
+class OptimBatch:
+    """One update's batch: B rows of completions (T positions), n_valid valid tokens."""
+
+    roll: RolloutBatch  # the B rows the update trains on
+    ids: Tensor  # (B, T) sampled tokens
+    mask: Tensor  # (B, T) bool, valid tokens
+    advantages: Tensor  # (B,)
+    micro: list[MicroBatch]
+    offsets: list[int]  # B + 1: flat index of each row's first valid token
+    total_tokens: float  # n_valid, the token-mean normaliser
+    total_seqs: float  # rows with a valid token, the sequence-mean normaliser
+    max_len: int  # the generation budget, Dr. GRPO's normaliser
+    entropies: Tensor  # (n_valid,) full entropy H the sampler saw, detached
+    features: TokenFeatures | None  # (n_valid,) fields, PAEC's features (PAEC on)
+    paec: PAECBatch | None  # PAEC's mask, H_bar and floor (PAEC on)
+    entropy_threshold: Tensor | None  # () the 80/20 threshold (high_entropy_quantile set)
+    old_logp: Tensor | None  # (B, T) pre-update log-probs; None: the update's own, detached
+    ref_logp: Tensor | None  # (B, T) reference log-probs (KL term)
+    generator: torch.Generator  # the update's random draws (Clip-Cov), seeded per step
+
+    @staticmethod
+    def build(roll: RolloutBatch, advantages: Tensor, entropy_bt: Tensor,
+              features_bt: TokenFeatures | None, *, cfg: TrainConfig, anchor: AnchorState,
+              device: torch.device, seed: int, old_pass: OldLogProbs | None) -> OptimBatch:
+        """The batch of `roll`'s rows with their `advantages` (B,), from the statistics the
+        sampler saw at each position: `entropy_bt` (B, T) and, with PAEC, `features_bt`
+        ((B, T) fields). `old_pass` (None: not needed) fills the old and reference
+        log-probs; `seed` seeds the update's generator."""
+        mask = roll.completion_mask.to(device)  # (B, T)
+        ids = roll.completion_ids.to(device)  # (B, T)
+        row_tokens = mask.sum(-1)  # (B,)
+        micro, offsets = micro_batches(row_tokens.tolist(), cfg.micro_batch_size)
+        entropies = entropy_bt[mask]  # (n_valid,) batch order, as token_scores returns
+        features = None if features_bt is None else features_bt.select(mask)  # (n_valid,)
+        old_logp, ref_logp = (_old_log_probs(roll, mask, micro, old_pass, device)
+                              if old_pass is not None else (None, None))
+        paec = None if features is None else PAECBatch.build(features, anchor, cfg.paec)
+        threshold = None
+        if cfg.loss.high_entropy_quantile is not None:
+            # 80/20: one entropy threshold for the whole batch, not one per micro-batch.
+            every = torch.ones_like(entropies, dtype=torch.bool)  # (n_valid,)
+            threshold = quantile_threshold(entropies, every, cfg.loss.high_entropy_quantile)
+        return OptimBatch(
+            roll, ids, mask, advantages, micro, offsets, total_tokens=float(row_tokens.sum()),
+            total_seqs=float((row_tokens > 0).sum()), max_len=cfg.max_new_tokens,
+            entropies=entropies, features=features, paec=paec, entropy_threshold=threshold,
+            old_logp=old_logp, ref_logp=ref_logp,
+            generator=torch.Generator(device).manual_seed(seed))
+
+    def nucleus(self, mb: MicroBatch) -> TokenFeatures | None:
+        """The micro-batch's features (n,) for PAEC's differentiable H^p, only when the PAEC
+        term has a gradient this step (below the floor, or with a bonus); otherwise the term
+        is exactly 0 and costs nothing."""
+        if self.paec is None or self.features is None or not self.paec.needs_gradient:
+            return None
+        return self.features.select(mb.tokens)
+
+    def feature_metrics(self) -> dict[str, float]:
+        """The batch's per-token statistics (`entropy`, and with PAEC `entropy/*`, `paec/*`),
+        as in docs/metrics.md."""
+        if self.paec is not None:
+            return self.paec.metrics()
+        out = {"entropy": float(self.entropies.mean())}
+        if self.features is not None:
+            out["entropy/top_p"] = float(self.features.top_p_entropy.mean())
+        return out
+
+
+def _old_log_probs(roll: RolloutBatch, mask: Tensor, micro: list[MicroBatch],
+                   old_pass: OldLogProbs, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """(B, T) old log-probs and, when `old_pass` gives them, (B, T) reference log-probs,
+    micro-batch by micro-batch, without autograd."""
+    logp = torch.zeros(mask.shape, device=device)  # (B, T)
+    refs: list[Tensor] = []
+    with torch.no_grad():
+        for mb in micro:
+            old, ref = old_pass(roll.select(mb.rows))  # (b, T), (b, T) or None
+            logp[mb.rows] = old
+            if ref is not None:
+                refs.append(ref)
+    return logp, torch.cat(refs) if refs else None  # (B, T), (B, T) or None
