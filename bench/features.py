@@ -8,8 +8,8 @@ At V = 151,936 and N = 4,096 positions it times, in one run and on the same logi
   - sort:      top-p entropy the way existing public code does it (SIREN's
                `top_p_entropy_from_logits`: softmax, full sort, cumsum, renormalise), in
                chunks of 256 rows so that it fits in memory at all;
-and prints the ratios the foundation issue sets targets for: paec / entropy <= 1.5,
-sort / paec >= 8, paec's extra peak memory over the logits <= 0.6 GB.
+and prints the ratios it has targets for: paec / entropy <= 1.5, sort / paec >= 8, paec's
+extra peak memory over the logits <= 0.6 GB.
 
 Logits (--source):
   smollm2    real ones: the built-in SmolLM2-135M-Instruct's logits at 4,096 positions of its
@@ -24,7 +24,7 @@ Logits (--source):
 Each method runs in a fresh process, so that its peak resident memory (VmHWM) is its own;
 the logits are built in place, chunk by chunk, so creating them leaves no transient peak.
 
-    .venv/bin/python bench/features.py                   # the issue's size (~5 min)
+    .venv/bin/python bench/features.py                   # the full size (~5 min)
     .venv/bin/python bench/features.py --n 512           # quick look
     .venv/bin/python bench/features.py --source gaussian
 """

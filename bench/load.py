@@ -1,5 +1,5 @@
-"""Load on the API (issue 15): status polls by 32 and 64 clients, then 64 pollers together with
-100 open SSE streams and a large streamed upload; latency, errors and the API's memory.
+"""Load on the API: status polls by 32 and 64 clients, then 64 pollers together with 100 open
+SSE streams and a large streamed upload; latency, errors and the API's memory.
 
 What it does:
   1. a fresh Postgres database, migrated; the real API (`uvicorn api.app:app`, one process)

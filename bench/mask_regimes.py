@@ -1,8 +1,8 @@
 """PAEC's position mask where real RLVR policies live: most positions near-deterministic.
 
 For each share of one-token-nucleus positions (50% to 95%) it builds one optimisation batch
-and reports, for each mask scope (`decision`, the default, and `all`, the form before issue
-14), with the library's own `token_features` and `position_mask` and the default PAECConfig:
+and reports, for each mask scope (`decision`, the default, and `all`, the earlier form),
+with the library's own `token_features` and `position_mask` and the default PAECConfig:
 
   one_token_share   sum of m over the one-token-nucleus positions / sum of m (<= 0.10 wanted)
   hbar_ratio        H_bar / mean H^p of the decision positions (>= 0.5 wanted)

@@ -1,4 +1,4 @@
-"""Benchmark of job status polling (issue 4): requests per second and latency percentiles of
+"""Benchmark of job status polling: requests per second and latency percentiles of
 64 concurrent clients polling one job over loopback, against Postgres, while a job writes a
 step of metrics and an event every 0.5 s. Target: p99 < 25 ms.
 

@@ -5,7 +5,7 @@ transformers generate, no vLLM), `paec-grpo` (paec's Trainer, use_paec=False) an
 (use_paec=True, defaults). After --warmup untimed steps, --steps timed ones give the median
 step time and its sampling / grading / training split, RSS after the model is loaded, peak
 RSS (VmHWM, ru_maxrss), and the cores other processes kept busy meanwhile (on a shared
-2-core machine any contention spoils timings). Targets (issue): trl / paec-grpo >= 1.3x,
+2-core machine any contention spoils timings). Targets: trl / paec-grpo >= 1.3x,
 paec peak memory <= trl's, paec / paec-grpo <= 1.05x (PAEC's overhead over plain GRPO).
 
 Matched: the model (a random Llama from `paec.modeling.loader.tiny_model` over the real SmolLM2
@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 SEED = 0
@@ -131,80 +132,103 @@ def run_paired(a: argparse.Namespace) -> dict[str, Any]:
     return {"steps": steps}
 
 
-def run_trl(a: argparse.Namespace) -> dict[str, Any]:
+def trl_dataset() -> Any:
+    """builtin:add as TRL's dataset: conversational prompts (TRL applies the tokenizer's chat
+    template itself) and each prompt's text as the reference."""
     from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
 
     from paec.data import builtin_task
-    from paec.grading.graders import fuzzy_match
 
     examples = builtin_task("builtin:add", size=TRAIN_SIZE, seed=SEED)
-    # Conversational prompts: TRL applies the tokenizer's chat template itself.
-    data = Dataset.from_list([{"prompt": e.messages, "reference": e.item["prompt"]}
+    return Dataset.from_list([{"prompt": e.messages, "reference": e.item["prompt"]}
                               for e in examples])
+
+
+def trl_reward() -> Callable[..., list[float]]:
+    """The benchmark's reward as a TRL reward function: fuzzy_match(completion, prompt)."""
+    from paec.grading.graders import fuzzy_match
 
     def similarity(completions: list[list[dict[str, str]]], reference: list[str],
                    **_: Any) -> list[float]:
         return [fuzzy_match(c[0]["content"], r) for c, r in zip(completions, reference,
                                                                 strict=True)]
+    return similarity
+
+
+def trl_config(a: argparse.Namespace, out: str) -> Any:
+    """GRPOConfig matched to paec's Trainer (see the module docstring)."""
+    from trl import GRPOConfig
 
     accum = a.P * a.G // a.micro
+    return GRPOConfig(
+        output_dir=out, report_to=[], logging_strategy="no", save_strategy="no",
+        disable_tqdm=True, use_cpu=True, bf16=False, fp16=False,  # TRL defaults bf16 on
+        gradient_checkpointing=False,  # TRL's default is True; paec's is False
+        model_init_kwargs={"dtype": "float32"}, seed=SEED, max_steps=a.warmup + a.steps,
+        # Batch semantics: an optimiser step takes per_device_train_batch_size *
+        # gradient_accumulation_steps = micro * (P*G / micro) = P*G completions, and
+        # generation_batch_size = per_device_train_batch_size * steps_per_generation = P*G
+        # completions of P distinct prompts (RepeatSampler: generation_batch_size //
+        # num_generations prompts, each num_generations times). steps_per_generation ==
+        # gradient_accumulation_steps and num_iterations == 1: one generation per optimiser
+        # step, used once (TRL then skips its old-log-prob pass: ratio 1, as in paec).
+        per_device_train_batch_size=a.micro, gradient_accumulation_steps=accum,
+        steps_per_generation=accum, num_generations=a.G, num_iterations=1,
+        max_completion_length=a.T, temperature=1.0, top_p=1.0, top_k=0,
+        beta=0.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28, scale_rewards="group",
+        learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        adam_beta1=0.9, adam_beta2=0.999, max_grad_norm=1.0,
+        optim="adamw_torch",  # torch.optim.AdamW as paec (TRL's default here: the fused one)
+        use_vllm=False, log_completions=False,
+    )
+
+
+def step_timer(steps: list[dict[str, float]], parts: dict[str, float]) -> Any:
+    """A TrainerCallback that appends every step's timings to `steps`: its wall time and
+    contention, and the `parts` the timed methods added up meanwhile."""
+    from transformers import TrainerCallback
+
+    # A step runs from one on_step_end to the next, so that it includes what the loop does
+    # before on_step_begin (fetching the step's batches), as paec's step includes drawing
+    # its prompts; on_step_begin -> on_step_end alone was < 0.01 s shorter when checked.
+    class StepTimer(TrainerCallback):  # type: ignore[misc]
+        clock = Clock()
+
+        def on_train_begin(self, *_: Any, **__: Any) -> None:
+            self.clock.start()
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            step = self.clock.stop()
+            steps.append(step | parts | {
+                "training": step["step"] - parts["sampling"] - parts["grading"]})
+            parts.update(sampling=0.0, grading=0.0)
+            self.clock.start()
+
+    return StepTimer()
+
+
+def timed(fn: Any, key: str, parts: dict[str, float]) -> Any:
+    """`fn`, adding the seconds each call takes to parts[key]."""
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        parts[key] += time.perf_counter() - t0
+        return out
+    return wrapper
+
+
+def run_trl(a: argparse.Namespace) -> dict[str, Any]:
+    from trl import GRPOTrainer
+
+    parts = {"sampling": 0.0, "grading": 0.0}
+    steps: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as out:
-        args = GRPOConfig(
-            output_dir=out, report_to=[], logging_strategy="no", save_strategy="no",
-            disable_tqdm=True, use_cpu=True, bf16=False, fp16=False,  # TRL defaults bf16 on
-            gradient_checkpointing=False,  # TRL's default is True; paec's is False
-            model_init_kwargs={"dtype": "float32"}, seed=SEED, max_steps=a.warmup + a.steps,
-            # Batch semantics: an optimiser step takes per_device_train_batch_size *
-            # gradient_accumulation_steps = micro * (P*G / micro) = P*G completions, and
-            # generation_batch_size = per_device_train_batch_size * steps_per_generation = P*G
-            # completions of P distinct prompts (RepeatSampler: generation_batch_size //
-            # num_generations prompts, each num_generations times). steps_per_generation ==
-            # gradient_accumulation_steps and num_iterations == 1: one generation per optimiser
-            # step, used once (TRL then skips its old-log-prob pass: ratio 1, as in paec).
-            per_device_train_batch_size=a.micro, gradient_accumulation_steps=accum,
-            steps_per_generation=accum, num_generations=a.G, num_iterations=1,
-            max_completion_length=a.T, temperature=1.0, top_p=1.0, top_k=0,
-            beta=0.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28, scale_rewards="group",
-            learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-            adam_beta1=0.9, adam_beta2=0.999, max_grad_norm=1.0,
-            optim="adamw_torch",  # torch.optim.AdamW as paec (TRL's default here: the fused one)
-            use_vllm=False, log_completions=False,
-        )
-        parts = {"sampling": 0.0, "grading": 0.0}
-        steps: list[dict[str, float]] = []
-
-        # A step runs from one on_step_end to the next, so that it includes what the loop does
-        # before on_step_begin (fetching the step's batches), as paec's step includes drawing
-        # its prompts; on_step_begin -> on_step_end alone was < 0.01 s shorter when checked.
-        class StepTimer(TrainerCallback):  # type: ignore[misc]
-            clock = Clock()
-
-            def on_train_begin(self, *_: Any, **__: Any) -> None:
-                self.clock.start()
-
-            def on_step_end(self, *_: Any, **__: Any) -> None:
-                step = self.clock.stop()
-                steps.append(step | parts | {
-                    "training": step["step"] - parts["sampling"] - parts["grading"]})
-                parts.update(sampling=0.0, grading=0.0)
-                self.clock.start()
-
-        trainer = GRPOTrainer(model=a.model_dir, reward_funcs=similarity, args=args,
-                              train_dataset=data, callbacks=[StepTimer()])
-
-        def timed(fn: Any, key: str) -> Any:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                t0 = time.perf_counter()
-                out = fn(*args, **kwargs)
-                parts[key] += time.perf_counter() - t0
-                return out
-            return wrapper
-
+        trainer = GRPOTrainer(model=a.model_dir, reward_funcs=trl_reward(),
+                              args=trl_config(a, out), train_dataset=trl_dataset(),
+                              callbacks=[step_timer(steps, parts)])
         # sampling: prompt tokenisation, generate, decode; grading: the reward function.
-        trainer._generate = timed(trainer._generate, "sampling")
-        trainer._calculate_rewards = timed(trainer._calculate_rewards, "grading")
+        trainer._generate = timed(trainer._generate, "sampling", parts)
+        trainer._calculate_rewards = timed(trainer._calculate_rewards, "grading", parts)
         loaded = memory()["VmRSS"]
         trainer.train()
     return {"loaded": loaded, "steps": steps[a.warmup:]}
@@ -253,7 +277,7 @@ def build_model(a: argparse.Namespace, folder: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for flag, default, what in (("--n-layer", 4, "layers"), ("--n-embd", 128, "width"),
                                 ("--n-head", 4, "heads"), ("-P", 4, "prompts per step"),
@@ -278,17 +302,13 @@ def main() -> None:
                         "alternating, with the median of the per-step ratios")
     p.add_argument("--worker", choices=(*CONTENDERS, "paired"), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
-    a = p.parse_args()
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    if a.worker:
-        worker(a)
-        return
-    if (a.P * a.G) % a.micro:
-        p.error("P * G must be a multiple of --micro")
+    return p
+
+
+def print_versions(contenders: Sequence[str]) -> None:
     import torch
     import transformers
 
-    contenders = ("paec-grpo", "paec") if a.paired else (a.only or CONTENDERS)
     trl_version = "not used"
     if "trl" in contenders:
         import trl
@@ -296,27 +316,51 @@ def main() -> None:
         trl_version = trl.__version__
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"trl {trl_version}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
-    results = {}
-    with tempfile.TemporaryDirectory() as folder:
-        if a.model:  # a real model instead of the tiny one, e.g. builtin:smollm2-135m-instruct
-            from paec.modeling.loader import resolve_model
 
-            folder = str(resolve_model(a.model))
-            print(f"model: {a.model} ({folder}); ", end="")
-        else:
-            n_params = build_model(a, folder)
-            print(f"model: Llama n_layer={a.n_layer} n_embd={a.n_embd} n_head={a.n_head}, "
-                  f"{n_params / 1e6:.1f}M parameters (tied embeddings, vocab 49,152); ", end="")
-        print(f"P={a.P} x G={a.G}, T={a.T}, micro-batch {a.micro}, "
-              f"{a.warmup} warm-up + {a.steps} timed steps")
-        for name in ["paired"] if a.paired else contenders:
-            flags = [f"--worker={name}", f"--model-dir={folder}", *sys.argv[1:]]
-            proc = subprocess.run([sys.executable, __file__, *flags], capture_output=True,
-                                  text=True, check=False)  # inherits HF_HUB_OFFLINE=1
-            lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-            results[name] = json.loads(lines[-1].removeprefix("RESULT "))
+
+def prepare_model(a: argparse.Namespace, folder: str) -> str:
+    """The folder of the model to benchmark (the tiny one is saved to `folder`); prints it."""
+    if a.model:  # a real model instead of the tiny one, e.g. builtin:smollm2-135m-instruct
+        from paec.modeling.loader import resolve_model
+
+        folder = str(resolve_model(a.model))
+        print(f"model: {a.model} ({folder}); ", end="")
+    else:
+        n_params = build_model(a, folder)
+        print(f"model: Llama n_layer={a.n_layer} n_embd={a.n_embd} n_head={a.n_head}, "
+              f"{n_params / 1e6:.1f}M parameters (tied embeddings, vocab 49,152); ", end="")
+    print(f"P={a.P} x G={a.G}, T={a.T}, micro-batch {a.micro}, "
+          f"{a.warmup} warm-up + {a.steps} timed steps")
+    return folder
+
+
+def run_contender(name: str, folder: str) -> dict[str, Any]:
+    """Run one contender (or the paired run) in a fresh process; its RESULT."""
+    flags = [f"--worker={name}", f"--model-dir={folder}", *sys.argv[1:]]
+    proc = subprocess.run([sys.executable, __file__, *flags], capture_output=True,
+                          text=True, check=False)  # inherits HF_HUB_OFFLINE=1
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.exit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
+
+
+def main() -> None:
+    p = parser()
+    a = p.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if a.worker:
+        worker(a)
+        return
+    if (a.P * a.G) % a.micro:
+        p.error("P * G must be a multiple of --micro")
+    contenders = ("paec-grpo", "paec") if a.paired else (a.only or CONTENDERS)
+    print_versions(contenders)
+    with tempfile.TemporaryDirectory() as folder:
+        model = prepare_model(a, folder)
+        results = {name: run_contender(name, model)
+                   for name in (["paired"] if a.paired else contenders)}
     if a.paired:
         report_paired(results["paired"])
     else:

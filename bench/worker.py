@@ -1,7 +1,7 @@
-"""Worker overhead (issue 5): the step time of a job run through the service (Celery worker,
-Postgres writes of metrics and events, heartbeats, checkpoint archives uploaded to storage)
-against the same trainer called directly, in one run; and the time from submit to the first
-step with an idle, warm worker.
+"""Worker overhead: the step time of a job run through the service (Celery worker, Postgres
+writes of metrics and events, heartbeats, checkpoint archives uploaded to storage) against
+the same trainer called directly, in one run; and the time from submit to the first step
+with an idle, warm worker.
 
     .venv/bin/python bench/worker.py [--model tiny|smollm2] [--steps 20] [--repeats 2]
 
@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import redis
@@ -111,6 +111,68 @@ def through_worker(args: argparse.Namespace, env: dict[str, str], api: str, key:
         stamps[0] - submitted
 
 
+def write_model(args: argparse.Namespace, models: Path) -> None:
+    """The model to train, as `local:bench` in the operator models directory `models`."""
+    source = resolve_model("builtin:smollm2-135m-instruct")
+    if args.model == "tiny":
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(source)
+        tiny_model(tok, n_layer=2, n_embd=64, n_head=2).save_pretrained(models / "bench")
+        tok.save_pretrained(models / "bench")
+    else:  # a copy: a symlink would point outside the models directory, which is refused
+        import shutil
+
+        shutil.copytree(source, models / "bench")
+
+
+def write_data(path: Path) -> None:
+    """The 81 one-digit additions as a JSONL dataset with answers."""
+    path.write_text("".join(json.dumps({"messages": list(r.messages),
+                                        "answer": r.item["answer"]}) + "\n"
+                            for r in builtin_task("builtin:add", size=81, seed=0)))
+
+
+def start_service(env: dict[str, str], port: int, logs: IO[bytes]
+                  ) -> list[subprocess.Popen[bytes]]:
+    """The API (uvicorn) and a training worker (Celery), logging to `logs`."""
+    return [subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--port",
+                              str(port), "--log-level", "warning"], cwd=ROOT, env=env,
+                             stdout=logs, stderr=subprocess.STDOUT),
+            subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app",
+                              "worker", "-Q", "training", "--pool", "solo",
+                              "--loglevel", "WARNING"], cwd=ROOT, env=env, stdout=logs,
+                             stderr=subprocess.STDOUT)]
+
+
+def wait_ready(api: str) -> None:
+    """Until the API answers /ready (at most about 20 s), then while the worker warms up."""
+    for _ in range(100):
+        try:
+            if httpx.get(api + "/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    time.sleep(15)  # the worker imports torch and becomes idle
+
+
+def summary(args: argparse.Namespace, rows: list[tuple[list[float], list[float], float, float]],
+            torch_threads: str) -> dict[str, Any]:
+    """The report: step times of both paths over all repeats, their ratios, the latencies."""
+    d_all = [x for d, _, _, _ in rows for x in d]
+    w_all = [x for _, w, _, _ in rows for x in w]
+    return {
+        "model": args.model, "steps": args.steps, "repeats": args.repeats,
+        "hyperparameters": hyperparameters(args), "torch_threads": torch_threads,
+        "direct_step_s": {"median": statistics.median(d_all), "mean": statistics.fmean(d_all)},
+        "worker_step_s": {"median": statistics.median(w_all), "mean": statistics.fmean(w_all)},
+        "ratio_median": statistics.median(w_all) / statistics.median(d_all),
+        "ratio_mean": statistics.fmean(w_all) / statistics.fmean(d_all),
+        "submit_to_claim_s": [c for _, _, c, _ in rows],
+        "submit_to_first_step_end_s": [f for _, _, _, f in rows],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,22 +184,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, fresh_postgres("paec_bench") as url:
         root = Path(tmp)
         migrate(url)
-        models = root / "models"
-        source = resolve_model("builtin:smollm2-135m-instruct")
-        if args.model == "tiny":
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(source)
-            tiny_model(tok, n_layer=2, n_embd=64, n_head=2).save_pretrained(models / "bench")
-            tok.save_pretrained(models / "bench")
-        else:  # a copy: a symlink would point outside the models directory, which is refused
-            import shutil
-
-            shutil.copytree(source, models / "bench")
-        data = root / "train.jsonl"
-        data.write_text("".join(json.dumps({"messages": list(r.messages),
-                                            "answer": r.item["answer"]}) + "\n"
-                                for r in builtin_task("builtin:add", size=81, seed=0)))
+        models, data = root / "models", root / "train.jsonl"
+        write_model(args, models)
+        write_data(data)
         redis.Redis.from_url(BROKER).flushdb()
         env = {**os.environ, "PAEC_DATABASE_URL": url, "PAEC_BROKER_URL": BROKER,
                "PAEC_DATA_DIR": str(root / "data"), "PAEC_MODELS_DIR": str(models),
@@ -145,46 +194,21 @@ def main() -> None:
         sessions = make_sessionmaker(make_engine(url))
         _, key = new_tenant_key(sessions)
         port = 18000 + os.getpid() % 1000
-        logs = open(root / "procs.log", "wb")  # noqa: SIM115
-        procs = [subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--port",
-                                   str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-                                  stdout=logs, stderr=subprocess.STDOUT),
-                 subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app",
-                                   "worker", "-Q", "training", "--pool", "solo",
-                                   "--loglevel", "WARNING"], cwd=ROOT, env=env, stdout=logs,
-                                  stderr=subprocess.STDOUT)]
         api = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    if httpx.get(api + "/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            time.sleep(15)  # the worker imports torch and becomes idle
-            rows = []
-            for r in range(args.repeats):  # alternate, so drift hits both paths alike
-                d = direct(args, str(models / "bench"), data, root / f"direct-{r}")
-                w, claimed, first = through_worker(args, env, api, key, data, sessions)
-                rows.append((d, w, claimed, first))
-        finally:
-            for p in procs:
-                p.terminate()
-                p.wait(timeout=30)
-            logs.close()
-    d_all = [x for d, _, _, _ in rows for x in d]
-    w_all = [x for _, w, _, _ in rows for x in w]
-    report = {
-        "model": args.model, "steps": args.steps, "repeats": args.repeats,
-        "hyperparameters": hyperparameters(args), "torch_threads": torch_threads,
-        "direct_step_s": {"median": statistics.median(d_all), "mean": statistics.fmean(d_all)},
-        "worker_step_s": {"median": statistics.median(w_all), "mean": statistics.fmean(w_all)},
-        "ratio_median": statistics.median(w_all) / statistics.median(d_all),
-        "ratio_mean": statistics.fmean(w_all) / statistics.fmean(d_all),
-        "submit_to_claim_s": [c for _, _, c, _ in rows],
-        "submit_to_first_step_end_s": [f for _, _, _, f in rows],
-    }
-    print(json.dumps(report, indent=2))
+        with open(root / "procs.log", "wb") as logs:
+            procs = start_service(env, port, logs)
+            try:
+                wait_ready(api)
+                rows = []
+                for r in range(args.repeats):  # alternate, so drift hits both paths alike
+                    d = direct(args, str(models / "bench"), data, root / f"direct-{r}")
+                    w, claimed, first = through_worker(args, env, api, key, data, sessions)
+                    rows.append((d, w, claimed, first))
+            finally:
+                for p in procs:
+                    p.terminate()
+                    p.wait(timeout=30)
+    print(json.dumps(summary(args, rows, torch_threads), indent=2))
 
 
 if __name__ == "__main__":

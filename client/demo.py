@@ -233,7 +233,7 @@ def download(api: httpx.Client, checkpoint: dict[str, Any], target: Path) -> Pat
     return folder
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m client.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=8, help="training steps (default 8)")
@@ -245,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                     "(for --model local:<name>)")
     ap.add_argument("--hyperparameters", default="{}",
                     help="JSON merged into the job's hyperparameters")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    """Recreate the data folder; the environment of the service's processes: this one's,
+    without its PAEC_ settings but the cache, pointed at that folder, offline."""
     shutil.rmtree(args.data_dir, ignore_errors=True)
     args.data_dir.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items()
@@ -255,71 +259,107 @@ def main(argv: list[str] | None = None) -> int:
             "PAEC_WORKER_DEVICE": "auto", "PYTHONUNBUFFERED": "1"}
     if args.models_dir:
         env["PAEC_MODELS_DIR"] = str(args.models_dir.resolve())
+    return env
+
+
+def start_service(args: argparse.Namespace, env: dict[str, str], procs: Processes
+                  ) -> httpx.Client:
+    """Migrate, create an API key, start the API and a worker; a client holding the key."""
+    run(["-m", "store.admin", "migrate"], env)
+    key = json.loads(run(["-m", "store.admin", "create-key", "--tenant", "demo"], env))
+    port = free_port()
+    procs.start("api", ["-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
+                        "--port", str(port), "--log-level", "warning"])
+    procs.start("worker", ["-m", "celery", "-A", "worker.celery_app", "worker",
+                           "-Q", "training,evaluation", "--pool", "solo",
+                           "--concurrency", "1", "--loglevel", "WARNING"])
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                       headers={"Authorization": f"Bearer {key['api_key']}"})
+    wait_ready(api, procs)
+    say(f"   API http://127.0.0.1:{port} (docs at /docs), worker started, data in "
+        f"{args.data_dir}")
+    return api
+
+
+def upload_datasets(api: httpx.Client) -> tuple[dict[str, str], bytes]:
+    """Upload the training and held-out splits: (file id by name, the held-out rows)."""
+    train_bytes, held_bytes = dataset()
+    files = {}
+    for name, body in (("add-train.jsonl", train_bytes), ("add-heldout.jsonl", held_bytes)):
+        f = expect(api.post("/v1/files", files={"file": (name, body)},
+                            data={"purpose": "fine-tune"}), f"upload {name}")
+        files[name] = f["id"]
+        say(f"   {f['id']}  {name}  {f['rows']} rows  {f['status']}")
+    return files, held_bytes
+
+
+def fine_tune(api: httpx.Client, procs: Processes, args: argparse.Namespace,
+              training_file: str) -> dict[str, Any]:
+    """Submit the PAEC job, follow it to its end; the succeeded job."""
+    hyper = {"n_epochs": "auto", "steps": args.steps, "batch_size": 4, "group_size": 8,
+             "max_new_tokens": 24, "learning_rate": 2e-6, "micro_batch_size": 8,
+             "paec": {"anchor_steps": 2}, "loss": {"clip_high": 0.28}}
+    hyper |= json.loads(args.hyperparameters)
+    hyper.pop("n_epochs")
+    job = expect(api.post("/v1/fine_tuning/jobs", json={
+        "model": args.model, "training_file": training_file, "seed": 0,
+        "suffix": "demo", "method": {"type": "reinforcement", "reinforcement": {
+            "grader": {"type": "math_verify", "name": "correct",
+                       "input": "{{sample.output_text}}",
+                       "reference": "{{item.answer}}"},
+            "hyperparameters": hyper}}}), "submit the job")
+    say(f"   {job['id']} {job['status']}")
+    status = follow(api, job["id"])
+    job = expect(api.get(f"/v1/fine_tuning/jobs/{job['id']}"), "read the job")
+    if status != "succeeded" or job["status"] != "succeeded":
+        raise DemoError(f"the job ended {job['status']}: {job.get('error')}\n"
+                        f"{procs.tail('worker')}")
+    say(f"   fine-tuned model: {job['fine_tuned_model']}")
+    return job
+
+
+def load_checkpoint(api: httpx.Client, job: dict[str, Any], target: Path,
+                    row: dict[str, Any]) -> None:
+    """Download the job's final checkpoint and answer one held-out problem with it."""
+    ckpts = expect(api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints"),
+                   "list checkpoints")["data"]
+    folder = download(api, ckpts[0], target)
+    say(f"   {ckpts[0]['id']}: {ckpts[0]['bytes'] / 1e6:.0f} MB, sha256 verified, "
+        f"unpacked to {folder}")
+    answer = generate(folder, row)
+    say(f"   AutoModelForCausalLM.from_pretrained -> {answer}")
+
+
+def print_before_after(before: dict[str, float], after: dict[str, float], k: int) -> None:
+    say(f"\n== Before vs after (held-out, k={k})")
+    for name in sorted(before):
+        if name != "n":
+            say(f"   {name:<10} {before[name]:.3f} -> {after.get(name, float('nan')):.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo's steps in order; 0 when all succeed, 1 (saying which failed) otherwise."""
+    args = parse_args(argv)
+    env = service_env(args)
     procs = Processes(env, args.data_dir)
     started = time.monotonic()
     try:
         with step("Start the service on its embedded default (SQLite, no servers)"):
-            run(["-m", "store.admin", "migrate"], env)
-            key = json.loads(run(["-m", "store.admin", "create-key", "--tenant", "demo"], env))
-            port = free_port()
-            procs.start("api", ["-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                                "--port", str(port), "--log-level", "warning"])
-            procs.start("worker", ["-m", "celery", "-A", "worker.celery_app", "worker",
-                                   "-Q", "training,evaluation", "--pool", "solo",
-                                   "--concurrency", "1", "--loglevel", "WARNING"])
-            api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                               headers={"Authorization": f"Bearer {key['api_key']}"})
-            wait_ready(api, procs)
-            say(f"   API http://127.0.0.1:{port} (docs at /docs), worker started, data in "
-                f"{args.data_dir}")
+            api = start_service(args, env, procs)
         with step("Upload the dataset (one-digit additions: 64 to train on, 17 held out)"):
-            train_bytes, held_bytes = dataset()
-            files = {}
-            for name, body in (("add-train.jsonl", train_bytes), ("add-heldout.jsonl",
-                                                                  held_bytes)):
-                f = expect(api.post("/v1/files", files={"file": (name, body)},
-                                    data={"purpose": "fine-tune"}), f"upload {name}")
-                files[name] = f["id"]
-                say(f"   {f['id']}  {name}  {f['rows']} rows  {f['status']}")
+            files, held_bytes = upload_datasets(api)
+        heldout = files["add-heldout.jsonl"]
         with step(f"Evaluate the base model on the held-out problems (k={args.k})"):
-            before = evaluate(api, procs, args.model, files["add-heldout.jsonl"], args.k)
+            before = evaluate(api, procs, args.model, heldout, args.k)
             say("   " + json.dumps(before))
         with step(f"Fine-tune with PAEC over HTTP ({args.steps} steps)"):
-            hyper = {"n_epochs": "auto", "steps": args.steps, "batch_size": 4, "group_size": 8,
-                     "max_new_tokens": 24, "learning_rate": 2e-6, "micro_batch_size": 8,
-                     "paec": {"anchor_steps": 2}, "loss": {"clip_high": 0.28}}
-            hyper |= json.loads(args.hyperparameters)
-            hyper.pop("n_epochs")
-            job = expect(api.post("/v1/fine_tuning/jobs", json={
-                "model": args.model, "training_file": files["add-train.jsonl"], "seed": 0,
-                "suffix": "demo", "method": {"type": "reinforcement", "reinforcement": {
-                    "grader": {"type": "math_verify", "name": "correct",
-                               "input": "{{sample.output_text}}",
-                               "reference": "{{item.answer}}"},
-                    "hyperparameters": hyper}}}), "submit the job")
-            say(f"   {job['id']} {job['status']}")
-            status = follow(api, job["id"])
-            job = expect(api.get(f"/v1/fine_tuning/jobs/{job['id']}"), "read the job")
-            if status != "succeeded" or job["status"] != "succeeded":
-                raise DemoError(f"the job ended {job['status']}: {job.get('error')}\n"
-                                f"{procs.tail('worker')}")
-            say(f"   fine-tuned model: {job['fine_tuned_model']}")
+            job = fine_tune(api, procs, args, files["add-train.jsonl"])
         with step("Evaluate the fine-tuned model on the same held-out problems"):
-            after = evaluate(api, procs, job["fine_tuned_model"], files["add-heldout.jsonl"],
-                             args.k)
+            after = evaluate(api, procs, job["fine_tuned_model"], heldout, args.k)
             say("   " + json.dumps(after))
         with step("Download the final checkpoint and load it with transformers"):
-            ckpts = expect(api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints"),
-                           "list checkpoints")["data"]
-            folder = download(api, ckpts[0], args.data_dir)
-            say(f"   {ckpts[0]['id']}: {ckpts[0]['bytes'] / 1e6:.0f} MB, sha256 verified, "
-                f"unpacked to {folder}")
-            answer = generate(folder, json.loads(held_bytes.splitlines()[0]))
-            say(f"   AutoModelForCausalLM.from_pretrained -> {answer}")
-        say(f"\n== Before vs after (held-out, k={args.k})")
-        for name in sorted(before):
-            if name != "n":
-                say(f"   {name:<10} {before[name]:.3f} -> {after.get(name, float('nan')):.3f}")
+            load_checkpoint(api, job, args.data_dir, json.loads(held_bytes.splitlines()[0]))
+        print_before_after(before, after, args.k)
         say(f"\nDone in {(time.monotonic() - started) / 60:.1f} min.")
         return 0
     except DemoError as exc:

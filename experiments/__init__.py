@@ -1,2 +1,2 @@
-"""Experiments built on paec's public trainer: `experiments.reproduce` (issue 7) runs PAEC
-against its baselines and ablations and writes docs/results.md."""
+"""Experiments built on paec's public trainer: `experiments.reproduce` runs PAEC against
+its baselines and ablations and writes docs/results.md with `experiments.report`."""

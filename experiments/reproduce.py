@@ -1,4 +1,4 @@
-"""Issue 7: a small-scale reproduction of PAEC's claims against baselines, on this 2-core CPU.
+"""A small-scale reproduction of PAEC's claims against baselines, on this 2-core CPU.
 
 Rerun everything (finished runs are skipped, so an interrupted experiment resumes where it
 stopped) and regenerate docs/results.md and the PNG plots in docs/results/:
@@ -15,7 +15,7 @@ Only the public trainer is used: a `TrainConfig` per arm and seed, `Trainer.trai
 policy on two held-out sets. Nothing private is touched, so this doubles as the hardest test
 of the trainer.
 
-Setup (the measured starting point of issue 7): the built-in SmolLM2-135M-Instruct on
+Setup (the measured starting point): the built-in SmolLM2-135M-Instruct on
 `builtin:add` ("What is a + b? Answer with just the number.", a, b in 1..9), the math-verify
 grader, 4 prompts x 8 samples a step, 24 new tokens, lr 2e-6, clip-higher 0.28, no KL.
 `builtin:add` has only 81 distinct problems: they are split once, deterministically, into 60
@@ -34,7 +34,7 @@ Arms (same seeds, data order, sampling seeds and budget; only the loss differs),
   exactly 0 and has no gradient (`PAECBatch.needs_gradient`), so this arm trains exactly as
   GRPO does, with PAEC's instrumentation: it is GRPO's masked entropy and floor (the report
   checks that its rewards match `grpo`'s for the same seed).
-- `paec_strong` (beyond the issue's arms): PAEC with penalty weight `STRONG_WEIGHT` = 10,
+- `paec_strong` (an extra arm): PAEC with penalty weight `STRONG_WEIGHT` = 10,
   to tell "the floor mechanism does not work" from "the default weight is too weak to show
   it at this scale".
 - `paec_no_mask`: the penalty on all positions: `quantile = 0` with a hard mask over every
@@ -58,7 +58,7 @@ SmolLM2 step of 4 x 8 samples and 24 tokens took 9-20 s (median 13.5 s: about 4 
 sampling and 9 s update, the update depending on how many groups have reward variance);
 evaluating a policy on both held-out sets (2 x 21 problems at k = 8) took 75-90 s.
 A run took 7.8-9.2 min, the 9 runs and the untrained reference about 77 minutes, inside the
-issue's 2 hours. With another process on the same cores a step took 50-125 s: run it alone.
+2-hour budget. With another process on the same cores a step took 50-125 s: run it alone.
 The first step of every run prints a time estimate for that run and for the runs left.
 """
 
