@@ -1,5 +1,8 @@
-"""store: what the API and the worker share — settings, job states and the error hierarchy.
+"""store: the domain the API and the worker share: settings, database models and sessions,
+job states and transitions, files, checkpoints, metrics and events, the queue's names, and
+the service's error hierarchy (`store.errors`).
 
-The database models, migrations and artifact storage land here with the service (issue 4);
-this package never imports torch, the API or the worker.
+It imports, of paec, only the torch-free packages (config, grading, data, errors), to
+validate what the API accepts with the trainer's own code; never torch, the API or the
+worker.
 """

@@ -88,8 +88,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # pysqlite begins a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT
             # issued after mere SELECTs opened a transaction of its own, and RELEASE then
             # committed it: an idempotency key claimed in a savepoint was committed at once,
-            # half written (status 0), and concurrent requests replayed it (issue 15 item
-            # 14). BEGIN IMMEDIATE first keeps the savepoint inside the request's
+            # half written (status 0), and concurrent requests replayed it.
+            # BEGIN IMMEDIATE first keeps the savepoint inside the request's
             # transaction; IMMEDIATE takes the write lock now (waiting up to the busy
             # timeout), so the transaction never has to upgrade a stale read snapshot.
             dbapi = connection.connection.dbapi_connection

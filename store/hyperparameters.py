@@ -15,7 +15,7 @@ sent next to them in `method.reinforcement.hyperparameters` (the client passes u
 through, a.1). Fields the server controls (paths, grader, seed) are refused. Every error
 is an InvalidRequestError whose `param` is the full path of the field.
 
-Bounds (issue 15): TrainConfig bounds every integer and keeps every float finite; on top of
+Bounds: TrainConfig bounds every integer and keeps every float finite; on top of
 that the operator's `JobLimits` (PAEC_MAX_JOB_STEPS, PAEC_MAX_JOB_COMPLETIONS_PER_STEP,
 PAEC_MAX_JOB_NEW_TOKENS) cap what a job may ask for, and a job past them is a 400 naming the
 field the request sent (`n_epochs` when the steps came from it).
@@ -71,7 +71,7 @@ MAX_EPOCHS = 50
 _DEFAULTS = TrainConfig()
 @dataclass(frozen=True)
 class JobLimits:
-    """The largest job the operator accepts (store.settings max_job_*; issue 15): TrainConfig's
+    """The largest job the operator accepts (store.settings max_job_*): TrainConfig's
     own bounds are far past any real run, these are what this server will train."""
 
     max_steps: int

@@ -75,7 +75,7 @@ def _replay(row: IdempotencyKey, digest: str) -> Replay:
         raise error
     if row.status_code == 0:
         # Claimed but its response not yet recorded: only visible if a claim was ever
-        # committed on its own (issue 15 item 14, SQLite). Never replay status 0.
+        # committed on its own (SQLite). Never replay status 0.
         raise RetryLaterError(f"a request with the {HEADER} {row.key!r} is still in "
                               "progress; retry shortly", param=HEADER)
     return Replay(row.status_code, row.response)

@@ -4,7 +4,7 @@ Postgres holds the truth; the queue only carries ids. The API enqueues after its
 commits. `TaskQueue` is the interface; `CeleryQueue` sends Celery tasks by name (the worker
 package defines them), so the API needs neither the worker's code nor torch.
 
-Routing (issue 5): a training job asks for a device kind (`any`, `gpu` or `cpu`; the
+Routing: a training job asks for a device kind (`any`, `gpu` or `cpu`; the
 `device` hyperparameter) and is sent to the queue of that kind: `training` (any worker),
 `training.gpu` (only workers that train on CUDA) or `training.cpu` (only CPU workers).
 Every worker consumes `training` plus the queue of its own kind (worker.celery_app).

@@ -5,7 +5,7 @@
                           +- paused <-+
 
 Any non-terminal state can be cancelled or fail; a paused job resumes by being queued again;
-a running job whose worker died is queued again by the sweeper (issue 5).
+a running job whose worker died is queued again by the sweeper.
 """
 
 from __future__ import annotations

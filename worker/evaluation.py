@@ -5,7 +5,7 @@ trainer's own evaluation does.
 
 Problems are sampled in batches (`BATCH_PROBLEMS`), and between batches the worker reads the
 evaluation's status: a cancel (or a claim lost to the sweeper) stops it within one batch and
-frees the worker for the next task (issue 15, item 9). Each batch is progress for the
+frees the worker for the next task. Each batch is progress for the
 heartbeat's stall clock (item 13a). A batch's sampling seeds follow its position within the
 batch, so the same request gives the same results.
 """

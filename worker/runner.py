@@ -15,17 +15,26 @@ import logging
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from paec.config.training import TrainConfig
-from paec.errors import DatasetError, GraderError
+from paec.errors import (
+    ConfigError,
+    DatasetError,
+    GraderError,
+    ModelNotFoundError,
+    PAECError,
+    SandboxError,
+)
 from paec.training.callbacks import Callback, StopRequest
 
 # torch is imported when the worker starts, not inside a claimed job's heartbeat window
@@ -82,28 +91,38 @@ class TransientFailure(Exception):
     """A failure worth retrying (the database or the broker blinked)."""
 
 
+FAILURES: tuple[tuple[type[PAECError], str | None], ...] = (
+    (ConfigError, "method.reinforcement.hyperparameters"),
+    (DatasetError, "training_file"),
+    (GraderError, "method.reinforcement.grader"),
+    (SandboxError, "method.reinforcement.grader"),
+    (ModelNotFoundError, "model"),
+)
+"""The library's errors of the user's input, with the request field each is about; the code
+is the error class's own (`paec.errors`)."""
+
+
 def classify(exc: BaseException) -> JobFailure | TransientFailure:
-    """Map an exception from a run to what the user sees (never a bare "task failed")."""
+    """Map an exception from a run to what the user sees (never a bare "task failed"): the
+    user's input errors by the table above, a blinking database as transient, running out of
+    memory as such, and anything else as an internal error whose id is in the worker's log
+    (a bug of ours is never reported as the user's mistake)."""
     if isinstance(exc, JobFailure | TransientFailure):
         return exc
     if isinstance(exc, OperationalError):
         return TransientFailure(f"database unavailable: {exc.orig or exc}")
-    if isinstance(exc, DatasetError):
-        return JobFailure("invalid_training_file", str(exc), "training_file")
-    if isinstance(exc, GraderError):
-        return JobFailure("invalid_grader", str(exc), "method.reinforcement.grader")
     name = type(exc).__name__
-    if name == "ModelNotFoundError" or (isinstance(exc, FileNotFoundError | OSError) and (
-            "model" in str(exc).lower())):
-        return JobFailure("model_not_found", f"{name}: {exc}", "model")
-    if name == "OutOfMemoryError" or isinstance(exc, MemoryError):
+    for cls, param in FAILURES:
+        if isinstance(exc, cls):
+            return JobFailure(cls.code, str(exc), param)
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return JobFailure("out_of_memory", f"{name}: the run did not fit in the device's "
                           "memory; lower micro_batch_size, group_size or max_new_tokens, or "
                           "enable gradient_checkpointing", None)
-    if isinstance(exc, ValueError):
-        return JobFailure("invalid_hyperparameters", f"{name}: {exc}",
-                          "method.reinforcement.hyperparameters")
-    return JobFailure("internal_error", f"{name}: {exc}")
+    error_id = f"err_{uuid.uuid4().hex}"
+    log.error("internal error %s: %s", error_id, name, exc_info=exc)
+    return JobFailure("internal_error", f"internal error {error_id} ({name}: {exc}); the id "
+                      "identifies it in the worker's log")
 
 
 class DatabaseCallback(Callback):
@@ -128,7 +147,7 @@ class DatabaseCallback(Callback):
         self._failing_steps = 0
 
     def stalled(self, seconds: float) -> None:
-        """The heartbeat stopped after `seconds` without progress (issue 15, item 13a): say
+        """The heartbeat stopped after `seconds` without progress: say
         so in the job's events and write nothing more; the sweeper re-queues the job once
         its heartbeat is stale (the attempt counts), and a step that ever returns stops."""
         self.lost = True
@@ -186,7 +205,7 @@ class DatabaseCallback(Callback):
                                        metrics=dict(sidecar.get("metrics") or {}))
             add_event(session, self.job.id, f"Checkpoint saved at step {step}: {ckpt.id}",
                       data={"checkpoint": ckpt.id, "step": step}, key=f"checkpoint:{step}")
-            # Retention (issue 15, item 13d): the newest full-state ones and those still of
+            # Retention: the newest full-state ones and those still of
             # use stay; the others' rows go in this transaction, their archives after it.
             pruned = prune_checkpoints(session, self.job, self.ctx.settings.keep_checkpoints)
         for key in pruned:
@@ -223,7 +242,7 @@ class Heartbeat:
     progress. A run that calls `progress()` (a step, a checkpoint, a batch of problems)
     beats; one that has not for `stall_timeout` seconds (a stuck CUDA call, a deadlock, a
     grader that never returns) is hung: the heartbeat calls `on_stall` once and stops
-    beating, so that the sweeper re-queues the work (issue 15, item 13a)."""
+    beating, so that the sweeper re-queues the work."""
 
     def __init__(self, beat: Callable[[], object], interval: float, *,
                  stall_timeout: float | None = None,

@@ -5,13 +5,13 @@ A sweep runs store.runs.sweep in one transaction, commits, and only then sends t
 re-queued (and those queued too long: their message may have been lost with Redis) to the
 queue, each on its own training queue (the device kind it asked for, store.jobs.job_queues).
 Duplicated messages are harmless (claims are compare-and-set) but pile up in a queue no
-worker consumes (issue 15, item 13b): a job or evaluation queued too long is sent again only
+worker consumes: a job or evaluation queued too long is sent again only
 when its queue holds no message, i.e. when its previous message cannot still be waiting
 there (a message taken by a worker that died is the heartbeat's business). A queue whose
 length cannot be read is sent to as before.
 
 It also removes expired files that nothing unfinished uses (store.files.purge_expired_files):
-their rows in the sweep's transaction, their bytes after its commit (issue 15, item 11).
+their rows in the sweep's transaction, their bytes after its commit.
 """
 
 from __future__ import annotations

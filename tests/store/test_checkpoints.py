@@ -202,7 +202,7 @@ def test_fetch_says_when_the_archive_is_missing(sessions: sessionmaker[Session],
 
 def test_retention_keeps_the_newest_the_final_the_shared_and_the_used_checkpoints(
         sessions: sessionmaker[Session], storage: LocalStorage, folder: Path) -> None:
-    """Issue 15, item 13d: with keep = 2, pruning after each save deletes the rows and
+    """With keep = 2, pruning after each save deletes the rows and
     archives of the older full-state checkpoints, except the final one (the job's last
     step), one shared with another tenant and one a queued job trains from."""
     job = new_job(sessions, total_steps=10, status="running")

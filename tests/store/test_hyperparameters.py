@@ -179,7 +179,7 @@ def test_one_epoch_over_few_rows_is_at_least_one_step() -> None:
     assert hp.total_steps == 1
 
 
-# ---- bounds (issue 15) ----
+# ---- bounds ----
 
 LIMITS = JobLimits(max_steps=100, max_completions_per_step=64, max_new_tokens=512)
 

@@ -33,7 +33,7 @@ def test_an_evaluation_runs_on_a_worker_and_stores_its_results(
 
 def test_a_cancelled_running_evaluation_stops_and_frees_the_worker(
         user: httpx.Client, workers: Workers) -> None:
-    """Issue 15, item 9: a cancel of a running evaluation stops its worker within a batch of
+    """A cancel of a running evaluation stops its worker within a batch of
     problems; the evaluation queued behind it runs next, and the cancel stands."""
     long = user.post("/api/evaluations", json={
         "model": "local:tiny", "datasets": ["builtin:add"], "k": 4, "size": 4096,

@@ -1,4 +1,4 @@
-"""Routing by device kind (issue 5): which queues a worker consumes without -Q
+"""Routing by device kind: which queues a worker consumes without -Q
 (`default_queues`), and a real `celery worker` on the CPU started without -Q that trains the
 jobs it may take and leaves a GPU job queued for a GPU worker."""
 
@@ -121,7 +121,7 @@ def test_the_sweeper_re_sends_jobs_to_the_queue_of_their_device_kind(
 
 def test_a_job_whose_message_still_waits_is_not_sent_again(
         worker_env: dict[str, str], worker_sessions: sessionmaker[Session]) -> None:
-    """Issue 15, item 13b: a GPU job no worker consumes stays queued; each sweep past
+    """A GPU job no worker consumes stays queued; each sweep past
     `resend_after_s` used to add one more message for it. Now a job is sent again only once
     its queue is empty, i.e. when its previous message cannot still be waiting there."""
     broker = redis.Redis.from_url(BROKER)

@@ -3,15 +3,26 @@ becomes a structured code, and transient ones are retried by the policy, then gi
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from paec.errors import DatasetError, GraderError, RowError
+from paec.errors import (
+    AnchorMismatch,
+    ConfigError,
+    DatasetError,
+    GraderError,
+    ModelNotFoundError,
+    RowError,
+    SandboxError,
+)
 from store import runs
 from store.db import transaction
 from store.models import Job
@@ -32,8 +43,13 @@ def sessions() -> Iterator[sessionmaker[Session]]:
      "training_file"),
     (GraderError("grader.reference", "no such variable"), "invalid_grader",
      "method.reinforcement.grader"),
+    (SandboxError("grade is not defined"), "invalid_grader", "method.reinforcement.grader"),
+    (ModelNotFoundError("'x' is not a model folder"), "model_not_found", "model"),
     (MemoryError(), "out_of_memory", None),
-    (ValueError("TrainConfig.steps must be >= 1"), "invalid_hyperparameters",
+    (torch.OutOfMemoryError("CUDA out of memory"), "out_of_memory", None),
+    (ConfigError("TrainConfig.steps must be >= 1", param="steps"), "invalid_hyperparameters",
+     "method.reinforcement.hyperparameters"),
+    (AnchorMismatch("anchor_steps changed"), "invalid_hyperparameters",
      "method.reinforcement.hyperparameters"),
     (RuntimeError("boom"), "internal_error", None),
 ])
@@ -42,6 +58,24 @@ def test_errors_become_structured_codes(error: Exception, code: str, param: str 
     assert isinstance(failure, JobFailure)
     assert (failure.code, failure.param) == (code, param)
     assert failure.message  # the cause is in the message, never a bare "task failed"
+
+
+@pytest.mark.parametrize("error", [
+    ValueError("shape mismatch in a loss"), TypeError("unsupported operand"),
+    KeyError("step"), FileNotFoundError("/tmp/model/config.json"),
+])
+def test_a_bug_of_ours_is_an_internal_error_with_an_id_in_the_log(
+        error: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    """A ValueError from inside the library is not the user's invalid hyperparameter: it is
+    an internal error, and the id in its message finds the traceback in the worker's log."""
+    with caplog.at_level(logging.ERROR, logger="paec.worker"):
+        failure = classify(error)
+    assert isinstance(failure, JobFailure)
+    assert (failure.code, failure.param) == ("internal_error", None)
+    error_id = re.search(r"err_[0-9a-f]{32}", failure.message)
+    assert error_id is not None, failure.message
+    logged = [r for r in caplog.records if error_id.group() in r.getMessage()]
+    assert logged and logged[0].exc_info is not None and logged[0].exc_info[1] is error
 
 
 def test_a_database_error_is_transient() -> None:

@@ -1,4 +1,4 @@
-"""A step that hangs (issue 15, item 13a): the heartbeat reports progress, not only that the
+"""A step that hangs: the heartbeat reports progress, not only that the
 process lives; a run without progress for PAEC_STALL_TIMEOUT_S stops beating, the sweeper
 re-queues it, and after PAEC_MAX_ATTEMPTS such attempts the job fails instead of staying
 `running` forever. The hang is a real one: a python grader that sleeps (within the
