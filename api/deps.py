@@ -43,9 +43,11 @@ def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterato
 
 def get_tenant(request: Request, services: Annotated[Services, Depends(get_services)],
                session: Annotated[Session, Depends(get_session)],
-               authorization: Annotated[str | None, Header()] = None) -> Tenant:
+               authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+               ) -> Tenant:
     """The caller's tenant (401 in the OpenAI envelope without a valid key). Requests with a
-    body were authenticated by api/middleware.py before it was read: that tenant is reused."""
+    body were authenticated by api/middleware.py before it was read: that tenant is reused.
+    The key is documented by the schema's security scheme (api/openapi.py)."""
     tenant: Tenant | None = getattr(request.state, "tenant", None)
     if tenant is not None:
         return tenant

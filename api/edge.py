@@ -1,6 +1,6 @@
-"""Hostile-input checks at the edge, before routing or any parser sees a request (issue 15
-item 3): path segments, query names and values, JSON bodies and multipart form fields
-holding a NUL or a lone surrogate, and JSON nested deeper than MAX_JSON_DEPTH.
+"""Hostile-input checks at the edge, before routing or any parser sees a request: path
+segments, query names and values, JSON bodies and multipart form fields holding a NUL or a
+lone surrogate, and JSON nested deeper than MAX_JSON_DEPTH.
 
 Postgres refuses NUL in text and json (`\\u0000`), and a lone surrogate cannot be encoded to
 UTF-8 at all, so either one used to reach the driver and answer a 500. Checking once here

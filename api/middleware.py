@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import Services
 from api.edge import (
+    EdgeProblem,
     FormScanner,
     check_json_body,
     check_path,
@@ -33,7 +34,7 @@ from api.edge import (
 )
 from api.logs import escape_path
 from store.db import database_unavailable
-from store.errors import AuthenticationError, InvalidRequestError
+from store.errors import AuthenticationError
 from store.models import Tenant
 from store.settings import Settings
 from store.tenants import authenticate
@@ -42,7 +43,7 @@ log = logging.getLogger("paec.api")
 access_log = logging.getLogger("paec.access")
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-"""Methods whose requests are authenticated before their body is read (issue 15 item 18)."""
+"""Methods whose requests are authenticated before their body is read."""
 PROTECTED = ("/v1/", "/api/")
 """Path prefixes of the routes that need a key (/health, /ready and /metrics do not)."""
 MAX_REQUEST_ID = 128
@@ -79,16 +80,25 @@ def _unavailable() -> _Refusal:
     return _Refusal(503, UNAVAILABLE_MESSAGE, "server_error", "unavailable")
 
 
+class FormRefusal(HTTPException):
+    """A multipart body refused while the route's form parser reads it (an HTTPException, so
+    that FastAPI's body parsing lets it through; api/errors.py renders its `problem`)."""
+
+    def __init__(self, problem: EdgeProblem) -> None:
+        super().__init__(400, problem.message)
+        self.problem = problem
+
+
 def _scanned(receive: Receive, scanner: FormScanner) -> Receive:
     """`receive`, with each chunk of a multipart body checked as it streams to the route; a
-    NUL in a field is an InvalidRequestError (rendered by the app's ServiceError handler)."""
+    NUL in a field is a FormRefusal."""
 
     async def scanned_receive() -> Message:
         message = await receive()
         if message["type"] == "http.request":
             problem = scanner.feed(message.get("body", b""))
             if problem is not None:
-                raise InvalidRequestError(problem.message, param=problem.param)
+                raise FormRefusal(problem)
         return message
 
     return scanned_receive
@@ -195,7 +205,7 @@ class RequestContext:
         authenticated = False
         if protected and has_body:
             # Before the body is parsed: a request without a valid key learns nothing about
-            # how its body would be parsed (issue 15 item 18).
+            # how its body would be parsed.
             await self._authenticate(scope, headers)
             authenticated = True
         problem = check_path(scope) or check_query(scope["query_string"])

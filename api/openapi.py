@@ -1,17 +1,15 @@
 """What /openapi.json says beyond the routes' own signatures: the error envelope every
 operation can answer with, and the bearer key the /v1 and /api routes need.
 
-FastAPI documents a 422 "Validation Error" for every route with parameters, but this API
-answers request validation with a 400 in OpenAI's envelope (api/app.py). So the schema
-drops the 422 and documents, for every operation, the statuses the error handlers and the
-middleware actually produce, each with the envelope's schema:
+Request and response bodies come from the routes' typed models (api/schemas). FastAPI
+documents a 422 "Validation Error" for every route with parameters, but this API answers
+request validation with a 400 in OpenAI's envelope (api/errors.py). So the schema drops the
+422 and documents, for every operation, the statuses the error handlers and the middleware
+actually produce, each with the envelope's schema:
 
     400 invalid request    401 missing, wrong or revoked key    404 not found (also another
     tenant's object)    409 conflict (state, idempotency)    413 body over the limit
     503 database unavailable (retryable)
-
-Request bodies of the routes that take `dict[str, Any]` stay loosely typed here; typed
-request models are issue 16's.
 """
 
 from __future__ import annotations
@@ -20,6 +18,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from api.schemas.common import not_null
+from api.schemas.errors import ERROR_CONTENT, ErrorEnvelope
+from api.schemas.events import StreamEnd
 
 ERROR_STATUSES = {
     "400": "Invalid request: the `param` names the field.",
@@ -31,51 +34,49 @@ ERROR_STATUSES = {
 }
 """Every status an operation can answer with besides its success, and what it means."""
 
-ERROR_ENVELOPE: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "properties": {
-            "message": {"type": "string"},
-            "type": {"type": "string"},
-            "param": {"type": ["string", "null"]},
-            "code": {"type": ["string", "null"]},
-        },
-    }},
-}
-"""OpenAI's error envelope, as every error handler writes it."""
+UNROUTED_MODELS: tuple[type[BaseModel], ...] = (ErrorEnvelope, StreamEnd)
+"""Models that no route's signature names: the error envelope, and the data of the stream's
+`end` event."""
 
 _AUTHENTICATED = ("/v1/", "/api/")
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def _add_components(components: dict[str, Any]) -> None:
+    schemas = components.setdefault("schemas", {})
+    for model in UNROUTED_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    components.setdefault("securitySchemes", {})["apiKey"] = {
+        "type": "http", "scheme": "bearer",
+        "description": "An API key: `Authorization: Bearer paec-...`."}
+
+
+def _document_operation(path: str, operation: dict[str, Any]) -> None:
+    """The error statuses, the security scheme, and parameters that are never null."""
+    responses = operation.setdefault("responses", {})
+    responses.pop("422", None)
+    for status, description in ERROR_STATUSES.items():
+        responses.setdefault(status, {"description": description, "content": ERROR_CONTENT})
+    if path.startswith(_AUTHENTICATED):
+        operation["security"] = [{"apiKey": []}]
+    for parameter in operation.get("parameters", []):
+        if "schema" in parameter:
+            parameter["schema"] = not_null(parameter["schema"])
 
 
 def build_schema(app: FastAPI) -> dict[str, Any]:
     """The app's OpenAPI document with the errors and the security scheme added."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description,
                          routes=app.routes)
-    components = schema.setdefault("components", {})
-    components.setdefault("schemas", {})["ErrorEnvelope"] = ERROR_ENVELOPE
-    components.setdefault("securitySchemes", {})["apiKey"] = {
-        "type": "http", "scheme": "bearer",
-        "description": "An API key: `Authorization: Bearer paec-...`."}
-    for schemas in (components["schemas"],):
-        schemas.pop("HTTPValidationError", None)
-        schemas.pop("ValidationError", None)
-    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    _add_components(schema.setdefault("components", {}))
     for path, item in schema.get("paths", {}).items():
         for method in _METHODS:
-            operation = item.get(method)
-            if operation is None:
-                continue
-            responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
-            for status, description in ERROR_STATUSES.items():
-                responses.setdefault(status, {"description": description,
-                                              "content": envelope})
-            if path.startswith(_AUTHENTICATED):
-                operation["security"] = [{"apiKey": []}]
+            if method in item:
+                _document_operation(path, item[method])
     return schema
 
 

@@ -1,5 +1,6 @@
 """The report's PNG curves: one metric per file, the mean over seeds per arm with a min-max
-band when there are several seeds (and, for the masked entropy, each arm's floor dashed)."""
+band when there are several seeds (and, for the masked entropy, each arm's floor dashed).
+The mechanism figure (tokens shaded by entropy) is `experiments.figure`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from matplotlib.ticker import MaxNLocator
 
 from experiments.stats import Record, present, series
 
+ONE_TOKEN = "one_token_share"
+"""A derived curve: the share of positions whose nucleus is one token. The mask gives them
+weight 0 (`mask_scope = decision`), so its own one-token share is 0 by construction; this
+curve shows how much of each batch that excludes as the policy sharpens."""
+
 PLOTS = (
     ("entropy", "entropy", "full entropy (nats)"),
     ("entropy_top_p", "entropy/top_p", "top-p entropy (nats)"),
@@ -23,8 +29,19 @@ PLOTS = (
     ("penalty", "paec/penalty", "penalty max(0, H_low - H_bar)^2"),
     ("reward", "reward/mean", "reward (mean)"),
     ("length", "completion/length_mean", "response length (tokens)"),
+    ("one_token_share", ONE_TOKEN, "share of positions with a one-token nucleus (mask weight 0)"),
 )
 """(file stem, metric, axis label) of each PNG."""
+
+
+def values(record: Record, metric: str) -> list[float | None]:
+    """The metric at every step; `ONE_TOKEN` is 1 - `paec/decision_frac` (not drawn for a
+    mask over every position, where it is 0 by definition)."""
+    if metric != ONE_TOKEN:
+        return series(record, metric)
+    if record["config"]["paec"].get("mask_scope") == "all":
+        return []
+    return [None if v is None else 1.0 - v for v in series(record, "paec/decision_frac")]
 
 
 def draw_floor(ax: Axes, rs: list[Record], steps: range, color: object) -> None:
@@ -39,7 +56,7 @@ def draw_floor(ax: Axes, rs: list[Record], steps: range, color: object) -> None:
 
 def draw_arm(ax: Axes, arm: str, rs: list[Record], metric: str, color: object) -> bool:
     """One arm's curve (and band, and floor); False when it never logged the metric."""
-    curves = [series(r, metric) for r in rs]
+    curves = [values(r, metric) for r in rs]
     steps = range(1, max(len(c) for c in curves) + 1)
     cols = [present([c[j] for c in curves if j < len(c)]) for j in range(len(steps))]
     xs = [x for x, col in zip(steps, cols, strict=True) if col]

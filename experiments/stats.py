@@ -2,8 +2,8 @@
 the first or last WINDOW steps, H_bar against the floor, evaluation scores, where two runs
 split; and their summaries over seeds (mean ± sample sd). No text but the "mean ± sd" cell.
 
-A run record is the dict `experiments.reproduce` writes for one arm and seed: its `config`,
-`steps` (every step's metrics), `evals` and timings.
+A run record is the dict `experiments.runs` writes for one arm and seed: its `config`,
+`steps` (every step's metrics), `evals` and timings (`experiments.records`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 Record = dict[str, Any]
 
-ARM_ORDER = ("grpo", "grpo_entropy", "paec", "paec_no_penalty", "paec_no_mask", "paec_strong")
+ARM_ORDER = ("grpo", "paec", "paec_no_mask", "grpo_entropy")
+"""Report order of the fixed arms; the sweep's `paec_w<beta>` follow by weight."""
 WINDOW = 3
 """`final` values are the mean over the last WINDOW steps: one step is one batch of P * G
 samples, too noisy alone."""
@@ -62,13 +63,52 @@ def floor_of(record: Record) -> float | None:
 
 
 def eval_of(key: str, metric: str) -> Callable[[Record], float | None]:
-    return lambda r: r["evals"].get(key, {}).get(metric)
+    return lambda r: (r.get("evals") or {}).get(key, {}).get(metric)
 
 
-def margins(record: Record, since: int) -> list[float]:
+def margins(record: Record, since: int = 1) -> list[float]:
     """H_bar - floor at every step >= `since` (1-based) after the anchor froze."""
     return [s["entropy/masked"] - s["paec/floor"] for i, s in enumerate(record["steps"], 1)
             if i >= since and "paec/floor" in s and "entropy/masked" in s]
+
+
+def share(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def kept_share(record: Record, tolerance: float) -> float | None:
+    """Share of the steps after the anchor froze with H_bar >= floor - `tolerance`."""
+    return share([m >= -tolerance for m in margins(record)])
+
+
+def below_share(record: Record) -> float | None:
+    """Share of the steps after the anchor froze with H_bar below the floor."""
+    return share([m < 0 for m in margins(record)])
+
+
+def mean_margin(record: Record) -> float | None:
+    """Mean H_bar - floor over the steps after the anchor froze."""
+    m = margins(record)
+    return statistics.fmean(m) if m else None
+
+
+def final_margin(record: Record) -> float | None:
+    """Mean H_bar - floor over the last WINDOW steps after the anchor froze."""
+    m = margins(record)[-WINDOW:]
+    return statistics.fmean(m) if m else None
+
+
+def first_below(record: Record, depth: float) -> int | None:
+    """The first step (1-based) at which H_bar was `depth` or more below the floor."""
+    return next((i for i, s in enumerate(record["steps"], 1)
+                 if "paec/floor" in s and "entropy/masked" in s
+                 and s["entropy/masked"] - s["paec/floor"] <= -depth), None)
+
+
+def penalty_steps(record: Record) -> tuple[int, int, float]:
+    """(steps with a non-zero penalty, steps that logged it, its largest value)."""
+    pen = present(series(record, "paec/penalty"))
+    return sum(v > 0 for v in pen), len(pen), max(pen, default=0.0)
 
 
 # ---- two runs of one seed ----
@@ -94,25 +134,26 @@ def first_divergence(a: Record, b: Record,
     return None
 
 
-def paired_floor(paec: Record, grpo: Record) -> tuple[int | None, list[float], list[float]]:
-    """PAEC and GRPO (`paec_no_penalty`) of one seed are the same run until PAEC's penalty
-    first changes the weights: (the first step where they differ, None if never; PAEC's and
-    GRPO's H_bar - floor from that step on)."""
-    split = first_divergence(paec, grpo)
-    if split is None:
-        return None, [], []
-    return split, margins(paec, split), margins(grpo, split)
-
-
 # ---- over seeds ----
 
+def arm_rank(arm: str) -> tuple[int, float, str]:
+    """Sort key of arms: ARM_ORDER, then the sweep by weight, then anything else."""
+    if arm in ARM_ORDER:
+        return ARM_ORDER.index(arm), 0.0, arm
+    if arm.startswith("paec_w"):
+        try:
+            return len(ARM_ORDER), float(arm.removeprefix("paec_w")), arm
+        except ValueError:
+            pass
+    return len(ARM_ORDER) + 1, 0.0, arm
+
+
 def group(records: Sequence[Record]) -> dict[str, list[Record]]:
-    """The records by arm, in ARM_ORDER, each arm's by seed."""
+    """The records by arm (the untrained `base` left out), in `arm_rank` order, each arm's
+    by seed."""
     out: dict[str, list[Record]] = {}
-    for arm in ARM_ORDER:
-        rows = sorted((r for r in records if r["arm"] == arm), key=lambda r: int(r["seed"]))
-        if rows:
-            out[arm] = rows
+    for arm in sorted({r["arm"] for r in records if r["arm"] != "base"}, key=arm_rank):
+        out[arm] = sorted((r for r in records if r["arm"] == arm), key=lambda r: int(r["seed"]))
     return out
 
 

@@ -6,7 +6,7 @@ job and step, so a replayed step writes nothing twice) and fetches the newest fu
 to resume (`latest_full_state_checkpoint`, `fetch_checkpoint`). The API lists them in
 OpenAI's `fine_tuning.job.checkpoint` shape and serves the archive for download.
 
-Retention (issue 15, item 13d): after each save the worker keeps the newest
+Retention: after each save the worker keeps the newest
 `settings.keep_checkpoints` full-state checkpoints of the job and every one still of use
 (`prune_checkpoints`); the others' rows are deleted and their archives after the commit.
 
@@ -224,6 +224,13 @@ def checkpoint_object(checkpoint: Checkpoint) -> dict[str, Any]:
             "metrics": {**numeric, "step": checkpoint.step},
             "sha256": checkpoint.sha256, "bytes": checkpoint.size,
             "full_state": checkpoint.full_state, "download_url": download_path(checkpoint.id)}
+
+
+def checkpoint_list_object(checkpoints: list[Checkpoint], has_more: bool) -> dict[str, Any]:
+    """OpenAI's list envelope of checkpoints, with the first and last ids."""
+    data = [checkpoint_object(row) for row in checkpoints]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
 
 
 def _tenant_job(session: Session, tenant_id: str, job_id: str) -> Job:

@@ -29,10 +29,10 @@ ignore those they do not know. `error` is `{code, message}` once failed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -65,26 +65,26 @@ DEFAULT_GRADER: dict[str, Any] = {"type": "math_verify", "name": "math_verify",
 """Mathematical equivalence of the sample's final answer and the item's `answer`."""
 
 
-class EvaluationRequest(BaseModel):
-    """The body of `POST /api/evaluations`; unknown keys are refused (400 naming the key)."""
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """An evaluation as a request asks for it (api/schemas/evaluations.py checks its shape and
+    bounds); `create_evaluation` checks the model, the datasets and the grader."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    model: str = Field(min_length=1, max_length=512)
+    model: str
     """A model name resolve_model_name accepts for the tenant."""
-    datasets: list[str] = Field(min_length=1, max_length=8)
+    datasets: list[str]
     """File ids of the tenant's processed datasets, or built-in task names (`builtin:add`)."""
-    k: int = Field(default=8, ge=1, le=64)
+    k: int = 8
     """Samples per problem."""
     grader: dict[str, Any] | None = None
     """An OpenAI grader object; None means DEFAULT_GRADER."""
-    max_new_tokens: int = Field(default=64, ge=1, le=2048)
-    temperature: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    size: int = Field(default=64, ge=1, le=4096)
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    size: int = 64
     """Problems drawn from each built-in task (files are used whole)."""
-    seed: int = Field(default=0, ge=0, le=2_147_483_647)
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    seed: int = 0
+    metadata: dict[str, str] | None = None
 
 
 def evaluation_object(evaluation: Evaluation) -> dict[str, Any]:
@@ -99,6 +99,13 @@ def evaluation_object(evaluation: Evaluation) -> dict[str, Any]:
             "results": evaluation.results, "error": evaluation.error, "metadata": metadata,
             "started_at": unix(evaluation.started_at),
             "finished_at": unix(evaluation.finished_at)}
+
+
+def evaluation_list_object(evaluations: list[Evaluation], has_more: bool) -> dict[str, Any]:
+    """A page of evaluations in OpenAI's list envelope, with the first and last ids."""
+    data = [evaluation_object(row) for row in evaluations]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
 
 
 def _check_dataset(session: Session, tenant_id: str, name: str, param: str) -> None:
@@ -122,19 +129,19 @@ def _check_dataset(session: Session, tenant_id: str, name: str, param: str) -> N
 
 
 def create_evaluation(session: Session, settings: Settings, tenant_id: str,
-                      request: EvaluationRequest) -> Evaluation:
-    """Validate the request for the tenant and add a queued evaluation (not committed; the
+                      spec: EvaluationSpec) -> Evaluation:
+    """Check `spec` for the tenant and add a queued evaluation (not committed; the
     caller enqueues it after the commit)."""
-    resolve_model_name(session, settings, tenant_id, request.model)
+    resolve_model_name(session, settings, tenant_id, spec.model)
     seen: set[str] = set()
-    for i, name in enumerate(request.datasets):
+    for i, name in enumerate(spec.datasets):
         param = f"datasets[{i}]"
         if name in seen:  # results are keyed by dataset name
             raise InvalidRequestError(f"dataset {name!r} is listed twice", param=param)
         seen.add(name)
         _check_dataset(session, tenant_id, name, param)
-    grader = (dict(DEFAULT_GRADER) if request.grader is None
-              else validate_grader_spec(request.grader, settings, "grader"))
+    grader = (dict(DEFAULT_GRADER) if spec.grader is None
+              else validate_grader_spec(spec.grader, settings, "grader"))
     if grader.get("type") != "math_verify":
         # avg@k, pass@k and maj@k compare final answers with each row's `answer` by
         # mathematical equivalence (paec.grading.evaluation), as the trainer's evaluation does; a
@@ -143,13 +150,13 @@ def create_evaluation(session: Session, settings: Settings, tenant_id: str,
             "evaluations score final answers against each row's `answer` by mathematical "
             "equivalence: only a math_verify grader (the default) is supported",
             param="grader.type")
-    sampling: dict[str, Any] = {"max_new_tokens": request.max_new_tokens,
-                                "temperature": request.temperature, "top_p": request.top_p,
-                                "size": request.size, "seed": request.seed}
-    if request.metadata is not None:
-        sampling["metadata"] = dict(request.metadata)
+    sampling: dict[str, Any] = {"max_new_tokens": spec.max_new_tokens,
+                                "temperature": spec.temperature, "top_p": spec.top_p,
+                                "size": spec.size, "seed": spec.seed}
+    if spec.metadata is not None:
+        sampling["metadata"] = dict(spec.metadata)
     evaluation = Evaluation(id=ids.new_id(ids.EVALUATION), tenant_id=tenant_id,
-                            model=request.model, datasets=list(request.datasets), k=request.k,
+                            model=spec.model, datasets=list(spec.datasets), k=spec.k,
                             grader=grader, settings=sampling,
                             status=EvaluationStatus.QUEUED.value,
                             created_at=utcnow())
@@ -235,7 +242,7 @@ def _settle(session: Session, evaluation_id: str, values: Mapping[str, Any],
             from_: tuple[EvaluationStatus, ...], worker_id: str | None) -> bool:
     # Only an active evaluation settles: a cancel that came first is not overwritten; and
     # only its holder settles it, so a worker that lost its claim (the sweeper re-queued
-    # the evaluation, another worker runs it now) writes nothing (issue 15, item 13c).
+    # the evaluation, another worker runs it now) writes nothing.
     query = update(Evaluation).where(Evaluation.id == evaluation_id,
                                      Evaluation.status.in_([status.value for status in from_]))
     if worker_id is not None:

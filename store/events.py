@@ -15,6 +15,10 @@ from store.db import unix, utcnow
 from store.errors import InvalidRequestError
 from store.models import Event
 
+EVENT_ID_PATTERN = rf"^{ids.EVENT}[0-9]{{1,18}}$"
+"""An event id (`ftevent-<seq>`), as store.ids.event_seq reads it: a list cursor."""
+STREAM_CURSOR_PATTERN = rf"^({ids.EVENT}[0-9]{{1,18}})?$"
+"""Where a stream resumes: after an event id, or (empty) from the first event."""
 LEVELS = ("info", "warn", "error")
 TYPES = ("message", "metrics")
 

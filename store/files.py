@@ -9,11 +9,11 @@ sha256 and row count. Another tenant's file is a NotFoundError, exactly like a m
 A file whose `expires_after` has passed is gone for its tenant: not listed, not retrievable
 or downloadable (404 like a missing one), not usable by new jobs or evaluations; the sweeper
 deletes its row and bytes (`purge_expired_files`) once no unfinished job or evaluation uses
-it, and until then the worker still reads it for those (issue 15, item 11).
+it, and until then the worker still reads it for those.
 
 An upload is spooled under `<data_dir>/uploads` (never the system temp folder) while it is
 validated, and holds an exclusive lock on its spool; a spool nobody locks was left by a killed
-process and is removed by the next upload (`remove_orphan_spools`, issue 15, item 12).
+process and is removed by the next upload (`remove_orphan_spools`).
 
 Service functions take a Session and do not commit. Bytes are written before the row is
 flushed and deleted again if the flush fails; the caller deletes them if its commit fails
@@ -348,6 +348,11 @@ def list_object(files: list[File], has_more: bool) -> dict[str, Any]:
             "last_id": files[-1].id if files else None, "has_more": has_more}
 
 
+def deleted_object(file: File) -> dict[str, Any]:
+    """OpenAI's answer to a file delete."""
+    return {"id": file.id, "object": "file", "deleted": True}
+
+
 def file_users(session: Session, tenant_id: str, file_id: str) -> list[str]:
     """`<id> (<status>)` of the tenant's jobs that have not finished and use the file as
     their training or validation file, then of its unfinished evaluations that name it as a
@@ -373,9 +378,9 @@ def file_users(session: Session, tenant_id: str, file_id: str) -> list[str]:
 def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
     """Delete the file's row and return it; the caller deletes `storage_key` after its commit
     (a failed commit then leaves the file whole). ConflictError (naming the file) while a job
-    or an evaluation that has not finished uses it (issue 15, item 10: an evaluation whose
-    dataset vanished failed with internal_error). Evaluations take the same FOR SHARE lock
-    on their files as jobs, so a new one cannot race this."""
+    or an evaluation that has not finished uses it (an evaluation whose dataset vanished
+    failed with internal_error). Evaluations take the same FOR SHARE lock on their files as
+    jobs, so a new one cannot race this."""
     file = session.scalar(_owned(tenant_id, file_id).with_for_update())
     if file is None:
         raise NotFoundError(f"no file {file_id!r}", param="file_id")

@@ -16,14 +16,20 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from paec.errors import GraderError
 from paec.grading.graders import (
     ERROR_KEYS,
     Grader,
-    GraderError,
     GradeResult,
-    GraderSpec,
     build_grader,
     grade_batch,
+)
+from paec.grading.specs import (
+    MAX_GRADER_CHARS,
+    MAX_GRADER_DEPTH,
+    SUPPORTED_METRICS,
+    GraderSpec,
+    StringOperation,
     validate_grader,
 )
 from store.errors import InvalidRequestError
@@ -36,6 +42,14 @@ OPENAI_ERROR_FLAGS = (
     "truncated_observation_error", "unresponsive_reward_error",
 )
 """The boolean flags of RunGraderResponse.metadata.errors (openai-compat a.3.11)."""
+STRING_OPERATIONS = tuple(operation.value for operation in StringOperation)
+"""string_check's `operation`s."""
+SIMILARITY_METRICS = SUPPORTED_METRICS
+"""text_similarity's `evaluation_metric`s implemented here (of OpenAI's, only fuzzy_match)."""
+GRADER_DEPTH = MAX_GRADER_DEPTH
+"""Levels of `multi` a grader may nest (a plain grader is level 1)."""
+GRADER_CHARS = MAX_GRADER_CHARS
+"""Characters a grader may have as JSON."""
 RUN_WORKERS = 4
 """Dry runs that grade at once; more wait their turn (within their time limit)."""
 
@@ -102,7 +116,7 @@ def validate_grader_spec(spec: object, settings: Settings,
 _RUNNER = concurrent.futures.ThreadPoolExecutor(max_workers=RUN_WORKERS,
                                                 thread_name_prefix="paec-grader-run")
 """Where dry runs grade: at most RUN_WORKERS at once, whatever the API's own thread pool, so
-that a flood of dry runs cannot take every thread of the API (issue 15, item 8)."""
+that a flood of dry runs cannot take every thread of the API."""
 
 
 def _check_run_inputs(model_sample: str, item: Mapping[str, Any], max_chars: int) -> None:

@@ -1,7 +1,11 @@
 """Fine-tuning jobs as the OpenAI API shows them (openai-compat a.2-a.5): create (idempotent),
 read, list, cancel, pause, resume, and the job object.
 
-Only `method.type = "reinforcement"` is supported. A job is created `queued` at once (its
+Only `method.type = "reinforcement"` is supported. A request's shape (its fields, their
+types and bounds) is checked by the API's typed request (api/schemas/jobs.py), which hands
+`create_job` a `JobSpec`; what needs the database or the trainer is checked here: the model
+name, the datasets, the grader (paec.grading) and the hyperparameters (TrainConfig, through
+store.hyperparameters), each a 400 naming the field. A job is created `queued` at once (its
 files were validated in full at upload) with its trainer settings resolved and stored: the
 worker runs `Job.config` and fills in the model, data, output and grader from the row.
 
@@ -14,8 +18,9 @@ commits and then enqueues the job ids it is handed, on the queue of the job's de
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import secrets
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -23,6 +28,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
+from paec.config.training import TrainConfig
 from store import idempotency, ids
 from store.db import unix, unstorable, utcnow
 from store.errors import (
@@ -34,24 +40,40 @@ from store.errors import (
 from store.events import add_event, event_object, events_before
 from store.files import FINE_TUNE, get_file
 from store.grading import validate_grader_spec
-from store.hyperparameters import DEVICE_KEY, JobLimits, resolve_hyperparameters
-from store.hyperparameters import PARAM as HYPERPARAMETERS
+from store.hyperparameters import DEVICE_KEY, USER_KEYS, JobLimits, resolve_hyperparameters
 from store.model_names import resolve_model_name
 from store.models import Event, File, Job
 from store.queue import DEVICE_ANY, DEVICE_KINDS, TRAIN_QUEUE, training_queue
 from store.settings import Settings
 from store.states import JobStatus, check_transition
 
-REQUEST_KEYS = ("model", "training_file", "validation_file", "method", "hyperparameters",
-                "suffix", "seed", "integrations", "metadata")
-"""The fields of OpenAI's CreateFineTuningJobRequest (a.3.1); anything else is refused."""
 MAX_SEED = 2_147_483_647
+"""OpenAI's range of `seed`: 0 to 2**31 - 1."""
 MAX_METADATA = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
+"""OpenAI's bounds of `metadata`: 16 pairs, keys of 1-64 characters, values of at most 512."""
+SUFFIX_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_LIST = 100
-_SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CAS_TRIES = 5
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job as a request asks for it (CreateFineTuningJobRequest), its shape already checked
+    by the API; `create_job` checks the rest."""
+
+    model: str
+    training_file: str
+    grader: dict[str, Any]
+    """`method.reinforcement.grader`, as sent."""
+    validation_file: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    """`method.reinforcement.hyperparameters`, as sent (None: all defaults)."""
+    seed: int | None = None
+    """None: a random one."""
+    suffix: str | None = None
+    metadata: dict[str, str] | None = None
 
 
 def _invalid(param: str | None, message: str, code: str | None = None) -> InvalidRequestError:
@@ -59,6 +81,14 @@ def _invalid(param: str | None, message: str, code: str | None = None) -> Invali
     if code is not None:
         error.code = code
     return error
+
+
+def extension_fields() -> dict[str, Any]:
+    """{name: annotation} of the TrainConfig fields a job may set under their own names in
+    `method.reinforcement.hyperparameters` (store.hyperparameters.USER_KEYS), for the API's
+    schema to describe."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {key: hints[key] for key in USER_KEYS}
 
 
 # ---- the job object ----
@@ -128,87 +158,6 @@ def job_queues(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
 
 # ---- create ----
 
-def _check_top_level(request: Mapping[str, Any]) -> None:
-    for key in request:
-        if key not in REQUEST_KEYS:
-            raise _invalid(str(key), f"unknown field {key!r}; a fine-tuning job accepts "
-                           + ", ".join(REQUEST_KEYS) + " (extensions go in "
-                           f"{HYPERPARAMETERS})")
-    for key in ("model", "training_file"):
-        if not isinstance(request.get(key), str) or not request[key]:
-            raise _invalid(key, f"{key} is required and must be a non-empty string")
-    if request.get("validation_file") is not None and not isinstance(
-            request["validation_file"], str):
-        raise _invalid("validation_file", "validation_file must be a file id or null")
-    if request.get("hyperparameters") not in (None, {}):
-        raise _invalid("hyperparameters", "the top-level hyperparameters object is "
-                       f"deprecated and not supported; send them in {HYPERPARAMETERS}")
-    suffix = request.get("suffix")
-    if suffix is not None and (not isinstance(suffix, str) or not _SUFFIX.match(suffix)):
-        raise _invalid("suffix", "suffix must be 1-64 characters of letters, digits, '_' "
-                       f"and '-', got {suffix!r}")
-    seed = request.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)
-                             or not 0 <= seed <= MAX_SEED):
-        raise _invalid("seed", f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    if request.get("integrations") not in (None, []):
-        raise _invalid("integrations", "integrations (e.g. wandb) are not supported; follow "
-                       "a job with its events, metrics and /v1/fine_tuning/jobs/{id}/stream")
-    _check_metadata(request.get("metadata"))
-
-
-def _check_metadata(metadata: object) -> None:
-    if metadata is None:
-        return
-    if not isinstance(metadata, Mapping):
-        raise _invalid("metadata", "metadata must be an object of string keys and values")
-    if len(metadata) > MAX_METADATA:
-        raise _invalid("metadata", f"metadata has {len(metadata)} pairs; at most "
-                       f"{MAX_METADATA} are allowed")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY:
-            raise _invalid("metadata", f"metadata keys must be 1-{MAX_METADATA_KEY} "
-                           f"characters, got {str(key)[:80]!r}")
-        if not isinstance(value, str) or len(value) > MAX_METADATA_VALUE:
-            raise _invalid(f"metadata.{key}", f"metadata values must be strings of at most "
-                           f"{MAX_METADATA_VALUE} characters")
-        # Postgres text and jsonb cannot hold NUL, and a lone surrogate is no UTF-8: stored,
-        # either one made every later `metadata[k]=v` list of the tenant a 500 (issue 15).
-        for what, text in (("keys", key), ("values", value)):
-            if unstorable(text):
-                raise _invalid("metadata", f"metadata {what} must not contain NUL characters "
-                               f"or lone surrogates, got {text[:80]!r}")
-
-
-def _reinforcement(method: object) -> Mapping[str, Any]:
-    """The `method.reinforcement` object, after checking the method's shape."""
-    if not isinstance(method, Mapping):
-        raise _invalid("method.type", "method is required: only "
-                       '{"type": "reinforcement", "reinforcement": {"grader": {...}}} '
-                       "is supported")
-    kind = method.get("type")
-    if kind != "reinforcement":
-        raise _invalid("method.type", f"method.type {kind!r} is not supported: this service "
-                       "trains with reinforcement fine-tuning only (method.type = "
-                       "\"reinforcement\")")
-    for key in method:
-        if key not in ("type", "reinforcement"):
-            raise _invalid(f"method.{key}", f"unknown field method.{key} for a reinforcement "
-                           "job")
-    body = method.get("reinforcement")
-    if not isinstance(body, Mapping):
-        raise _invalid("method.reinforcement", "method.reinforcement must be an object with "
-                       "a grader")
-    for key in body:
-        if key not in ("grader", "hyperparameters"):
-            raise _invalid(f"method.reinforcement.{key}", f"unknown field "
-                           f"method.reinforcement.{key}; accepted: grader, hyperparameters")
-    if "grader" not in body:
-        raise _invalid("method.reinforcement.grader", "method.reinforcement.grader is "
-                       "required")
-    return body
-
-
 def _dataset(session: Session, tenant_id: str, file_id: str, param: str) -> File:
     """A processed dataset of the tenant (locked against deletion until the commit)."""
     try:
@@ -221,27 +170,20 @@ def _dataset(session: Session, tenant_id: str, file_id: str, param: str) -> File
     return file
 
 
-def create_job(session: Session, settings: Settings, tenant_id: str,
-               request: Mapping[str, Any]) -> Job:
-    """Validate a CreateFineTuningJobRequest and insert the job, queued, with its events.
+def create_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec) -> Job:
+    """Insert the job `spec` asks for, queued, with its events.
 
-    Raises InvalidRequestError naming the field (`param`) for anything invalid: unknown
-    fields, an unsupported method, an invalid grader or hyperparameter, an unknown model
-    (`model_not_found`), a missing or foreign file (`file_not_found`)."""
-    if not isinstance(request, Mapping):
-        raise _invalid(None, "the request body must be a JSON object")
-    _check_top_level(request)
-    reinforcement = _reinforcement(request.get("method"))
-    model = resolve_model_name(session, settings, tenant_id, request["model"])
-    training = _dataset(session, tenant_id, request["training_file"], "training_file")
-    validation = (None if request.get("validation_file") is None else
-                  _dataset(session, tenant_id, request["validation_file"], "validation_file"))
-    grader = validate_grader_spec(reinforcement["grader"], settings,
-                                  "method.reinforcement.grader")
-    hyper = resolve_hyperparameters(reinforcement.get("hyperparameters"),
+    Raises InvalidRequestError naming the field (`param`) for an unknown model
+    (`model_not_found`), a missing or foreign file (`file_not_found`), an invalid grader or
+    hyperparameter."""
+    model = resolve_model_name(session, settings, tenant_id, spec.model)
+    training = _dataset(session, tenant_id, spec.training_file, "training_file")
+    validation = (None if spec.validation_file is None else
+                  _dataset(session, tenant_id, spec.validation_file, "validation_file"))
+    grader = validate_grader_spec(spec.grader, settings, "method.reinforcement.grader")
+    hyper = resolve_hyperparameters(spec.hyperparameters,
                                     training_rows=int(training.rows or 0),
                                     limits=JobLimits.from_settings(settings))
-    seed = request.get("seed")
     now = utcnow()
     job = Job(id=ids.new_id(ids.JOB), tenant_id=tenant_id, model=model.name,
               training_file=training.id,
@@ -250,10 +192,9 @@ def create_job(session: Session, settings: Settings, tenant_id: str,
               method={"type": "reinforcement",
                       "reinforcement": {"grader": grader, "hyperparameters": hyper.echo}},
               config=hyper.config, total_steps=hyper.total_steps,
-              seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
-              suffix=request.get("suffix"), metadata_=request.get("metadata"),
-              result_files=[], step=0, attempt=0, created_at=now, queued_at=now,
-              updated_at=now)
+              seed=secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed,
+              suffix=spec.suffix, metadata_=spec.metadata, result_files=[], step=0,
+              attempt=0, created_at=now, queued_at=now, updated_at=now)
     session.add(job)
     session.flush()
     add_event(session, job.id, f"Created fine-tuning job {job.id}", key="created")
@@ -278,14 +219,13 @@ class Submitted:
     """The training queue to send `enqueue` to (the job's device kind's)."""
 
 
-def submit_job(session: Session, settings: Settings, tenant_id: str,
-               request: Mapping[str, Any], *, idempotency_key: str | None = None,
-               retry_count: int = 0) -> Submitted:
+def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
+               idempotency_key: str | None = None, retry_count: int = 0) -> Submitted:
     """`create_job`, de-duplicated (store.idempotency): a request with a used
     `idempotency_key`, or a keyless client retry (`retry_count` > 0) of a recent identical
     create, gets the first response back instead of a second job."""
     key = idempotency.check_key(idempotency_key)
-    digest = idempotency.request_hash(request)
+    digest = idempotency.request_hash(dataclasses.asdict(spec))
     if key is not None:
         replay = (idempotency.find_replay(session, tenant_id, key, digest)
                   or idempotency.claim_key(session, tenant_id, key, digest))
@@ -295,7 +235,7 @@ def submit_job(session: Session, settings: Settings, tenant_id: str,
         replay = None
     if replay is not None:
         return Submitted(replay.status_code, replay.body, replayed=True, enqueue=None)
-    job = create_job(session, settings, tenant_id, request)
+    job = create_job(session, settings, tenant_id, spec)
     body = job_object(job)
     idempotency.record(session, tenant_id, key, digest, object_id=job.id, status_code=200,
                        response=body)

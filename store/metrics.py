@@ -42,7 +42,7 @@ MAX_NAME_LENGTH = 128
 """Metric.name's column width."""
 MAX_STEP = 2**31 - 1
 """The largest value of Metric.step's INTEGER column: a range bound past it is refused
-before it reaches the database (Postgres answered it with an error, issue 15)."""
+before it reaches the database (Postgres answered it with an error)."""
 
 Series = dict[str, list[tuple[int, float]]]
 
@@ -155,10 +155,10 @@ def metric_series(session: Session, job_id: str, names: Sequence[str], *,
 def job_series(session: Session, tenant_id: str, job_id: str, names: Sequence[str] | None,
                *, start_step: int | None = None, end_step: int | None = None,
                max_points: int | None = None) -> Series:
-    """`metric_series` of the tenant's job, every name unless `names`; checks the range,
-    the job's owner (404) and the names (400 listing the unknown ones), in that order."""
-    check_range(start_step, end_step, max_points)
+    """`metric_series` of the tenant's job, every name unless `names`; checks the job's owner
+    (404), the range and the names (400 listing the unknown ones), in that order."""
     require_job(session, tenant_id, job_id)
+    check_range(start_step, end_step, max_points)
     wanted = resolve_names(session, job_id, names)
     return metric_series(session, job_id, wanted, start_step=start_step, end_step=end_step,
                          max_points=max_points)
@@ -228,6 +228,19 @@ def parse_event_cursor(value: str | None, param: str) -> int:
         raise InvalidRequestError(f"{param} must be an event id like 'ftevent-12', got "
                                   f"{value!r}", param=param)
     return seq
+
+
+def stream_start(session: Session, tenant_id: str, job_id: str, *,
+                 last_event_id: str | None, after: str | None) -> int:
+    """The seq after which the stream of the tenant's job starts (NotFoundError for anyone
+    else's job). `Last-Event-ID` wins over `?after`: a reconnecting EventSource repeats the
+    original URL (and its `after`) and sends the id it last received in the header."""
+    if last_event_id:
+        after_seq = parse_event_cursor(last_event_id, "Last-Event-ID")
+    else:
+        after_seq = parse_event_cursor(after, "after")
+    require_job(session, tenant_id, job_id)
+    return after_seq
 
 
 def _counts(rows: Iterable[Any]) -> dict[str, int]:

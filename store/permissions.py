@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,15 +26,6 @@ from store.models import Checkpoint, CheckpointPermission, Job, Tenant
 
 MAX_PROJECTS = 100
 """Project ids one request may grant."""
-
-
-class PermissionCreateRequest(BaseModel):
-    """The body of `POST /v1/fine_tuning/checkpoints/{checkpoint}/permissions`."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    project_ids: list[str] = Field(min_length=1, max_length=MAX_PROJECTS)
-    """The tenants (`org-...`) to share the checkpoint with."""
 
 
 class Order(StrEnum):
@@ -189,6 +179,14 @@ def permission_object(permission: CheckpointPermission) -> dict[str, Any]:
     """OpenAI's `checkpoint.permission`."""
     return {"id": permission.id, "object": "checkpoint.permission",
             "created_at": unix(permission.created_at), "project_id": permission.project_id}
+
+
+def permission_list_object(permissions: Sequence[CheckpointPermission], has_more: bool
+                           ) -> dict[str, Any]:
+    """OpenAI's list envelope of permissions, with the first and last ids."""
+    data = [permission_object(row) for row in permissions]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
 
 
 def deleted_object(permission: CheckpointPermission) -> dict[str, Any]:

@@ -32,7 +32,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 # PAEC_* variables that are not fields of Settings, and the file that reads each: the trainer
 # library cannot import store, so it reads its own variable.
-NOT_SETTINGS = {"PAEC_CACHE_DIR": ROOT / "paec" / "models.py"}
+NOT_SETTINGS = {"PAEC_CACHE_DIR": ROOT / "paec" / "modeling" / "loader.py"}
 SETTINGS_VARS = {f"PAEC_{name.upper()}": name for name in Settings.model_fields}
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 

@@ -21,7 +21,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import ServicesDep, SessionDep, TenantDep
+from api.schemas.checkpoints import Checkpoint, CheckpointList
+from api.schemas.errors import ERROR_CONTENT
 from store.checkpoints import (
+    checkpoint_list_object,
     checkpoint_object,
     get_checkpoint,
     list_job_checkpoints,
@@ -44,19 +47,21 @@ class RangeNotSatisfiableError(ServiceError):
     retryable = False
 
 
-@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", response_model=CheckpointList,
+            response_model_exclude_unset=True)
 def list_checkpoints(job_id: str, tenant: TenantDep, session: SessionDep,
-                     after: str | None = None,
+                     after: Annotated[str | None, Query(
+                         min_length=1, description="The last checkpoint id of the previous "
+                                                   "page.")] = None,
                      limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
     """The job's checkpoints, newest first (OpenAI's list envelope with first/last ids)."""
     rows, has_more = list_job_checkpoints(session, tenant.id, job_id, after=after,
                                           limit=limit)
-    data = [checkpoint_object(row) for row in rows]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return checkpoint_list_object(rows, has_more)
 
 
-@router.get("/api/checkpoints/{checkpoint_id}")
+@router.get("/api/checkpoints/{checkpoint_id}", response_model=Checkpoint,
+            response_model_exclude_unset=True)
 def retrieve_checkpoint(checkpoint_id: str, tenant: TenantDep, session: SessionDep
                         ) -> dict[str, Any]:
     """One checkpoint, in the list's shape."""
@@ -92,9 +97,28 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return first, min(int(last_text), size - 1) if last_text else size - 1
 
 
+class Archive(Response):
+    """A checkpoint's tar archive, or a range of it."""
+
+    media_type = "application/x-tar"
+
+
+_TAR = {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The whole archive.", "content": _TAR},
+    206: {"description": "The `Range` asked for (`Content-Range` says which bytes).",
+          "content": _TAR},
+    304: {"description": "`If-None-Match` names the archive's ETag: nothing to send."},
+    416: {"description": "The `Range` selects no byte of the archive.",
+          "content": ERROR_CONTENT},
+}
+
+
 @router.head("/api/checkpoints/{checkpoint_id}/download",
-             operation_id="head_checkpoint_download")
-@router.get("/api/checkpoints/{checkpoint_id}/download", operation_id="download_checkpoint")
+             operation_id="head_checkpoint_download", response_class=Archive,
+             responses=_DOWNLOAD_RESPONSES)
+@router.get("/api/checkpoints/{checkpoint_id}/download", operation_id="download_checkpoint",
+            response_class=Archive, responses=_DOWNLOAD_RESPONSES)
 def download_checkpoint(
     checkpoint_id: str, request: Request, tenant: TenantDep, session: SessionDep,
     services: ServicesDep,
@@ -102,7 +126,9 @@ def download_checkpoint(
     if_range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The checkpoint's tar archive (see the module docstring for the HTTP semantics)."""
+    """The checkpoint's tar archive, resumable: `ETag` is its sha256 (`If-None-Match` answers
+    304), one `Range` answers 206 (`If-Range` with another tag sends the whole archive), an
+    unsatisfiable one 416."""
     checkpoint = get_checkpoint(session, tenant.id, checkpoint_id)
     session.close()  # nothing else needs the database while the bytes stream
     storage = services.storage

@@ -1,6 +1,6 @@
 """Evaluations (native): score a model or checkpoint on datasets with avg@k, pass@k, maj@k.
 
-    POST /api/evaluations                  body: store.evaluations.EvaluationRequest
+    POST /api/evaluations                  body: api.schemas.evaluations.CreateEvaluationRequest
     GET  /api/evaluations                  ?after=<evaluation id>&limit=20, newest first
     GET  /api/evaluations/{evaluation_id}
     POST /api/evaluations/{evaluation_id}/cancel
@@ -17,10 +17,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import ServicesDep, SessionDep, TenantDep
+from api.schemas.evaluations import CreateEvaluationRequest, Evaluation, EvaluationList
 from store.evaluations import (
-    EvaluationRequest,
     cancel_evaluation,
     create_evaluation,
+    evaluation_list_object,
     evaluation_object,
     get_evaluation,
     list_evaluations,
@@ -30,11 +31,11 @@ router = APIRouter(tags=["evaluations"])
 log = logging.getLogger("paec.api")
 
 
-@router.post("/api/evaluations")
-def create(body: EvaluationRequest, tenant: TenantDep, session: SessionDep,
+@router.post("/api/evaluations", response_model=Evaluation, response_model_exclude_unset=True)
+def create(body: CreateEvaluationRequest, tenant: TenantDep, session: SessionDep,
            services: ServicesDep) -> dict[str, Any]:
     """Queue an evaluation."""
-    evaluation = create_evaluation(session, services.settings, tenant.id, body)
+    evaluation = create_evaluation(session, services.settings, tenant.id, body.spec())
     session.commit()
     try:
         services.queue.enqueue_evaluation(evaluation.id)
@@ -45,23 +46,26 @@ def create(body: EvaluationRequest, tenant: TenantDep, session: SessionDep,
     return evaluation_object(evaluation)
 
 
-@router.get("/api/evaluations")
-def list_(tenant: TenantDep, session: SessionDep, after: str | None = None,
+@router.get("/api/evaluations", response_model=EvaluationList,
+            response_model_exclude_unset=True)
+def list_(tenant: TenantDep, session: SessionDep,
+          after: Annotated[str | None, Query(
+              min_length=1, description="The last evaluation id of the previous page.")] = None,
           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     """The tenant's evaluations, newest first."""
     rows, has_more = list_evaluations(session, tenant.id, after=after, limit=limit)
-    data = [evaluation_object(row) for row in rows]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return evaluation_list_object(rows, has_more)
 
 
-@router.get("/api/evaluations/{evaluation_id}")
+@router.get("/api/evaluations/{evaluation_id}", response_model=Evaluation,
+            response_model_exclude_unset=True)
 def retrieve(evaluation_id: str, tenant: TenantDep, session: SessionDep) -> dict[str, Any]:
     """One evaluation."""
     return evaluation_object(get_evaluation(session, tenant.id, evaluation_id))
 
 
-@router.post("/api/evaluations/{evaluation_id}/cancel")
+@router.post("/api/evaluations/{evaluation_id}/cancel", response_model=Evaluation,
+             response_model_exclude_unset=True)
 def cancel(evaluation_id: str, tenant: TenantDep, session: SessionDep) -> dict[str, Any]:
     """Cancel a queued or running evaluation (idempotent)."""
     evaluation = cancel_evaluation(session, tenant.id, evaluation_id)

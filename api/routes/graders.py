@@ -2,9 +2,9 @@
 uses it (OpenAI `fine_tuning.alpha.graders.validate` and `.run`, openai-compat a.3.11).
 
 Both are plain `def` routes, so they run in a worker thread, never on the event loop; `run`
-grades in store.grading's own small pool, with a time limit and bounded inputs (issue 15,
-item 8). Graders that need a main thread (math_verify's SIGALRM timeouts) grade in a child
-process there (paec.grading.sandbox).
+grades in store.grading's own small pool, with a time limit and bounded inputs. Graders that
+need a main thread (math_verify's SIGALRM timeouts) grade in a child process there
+(paec.grading.sandbox).
 """
 
 from __future__ import annotations
@@ -12,38 +12,30 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from api.deps import ServicesDep, TenantDep
+from api.schemas.graders import (
+    RunGraderRequest,
+    RunGraderResponse,
+    ValidateGraderRequest,
+    ValidateGraderResponse,
+)
 from store.grading import run_grader, validate_grader_spec
 
 router = APIRouter(prefix="/v1/fine_tuning/alpha/graders", tags=["graders"])
 
 
-class ValidateGraderRequest(BaseModel):
-    """Body of `validate`."""
-
-    grader: dict[str, Any]
-
-
-class RunGraderRequest(BaseModel):
-    """Body of `run`: the grader, the model's output, and the dataset row it answers."""
-
-    grader: dict[str, Any]
-    model_sample: str
-    item: dict[str, Any] | None = None
-
-
-@router.post("/validate")
+@router.post("/validate", response_model=ValidateGraderResponse,
+             response_model_exclude_unset=True)
 def validate(body: ValidateGraderRequest, tenant: TenantDep,
              services: ServicesDep) -> dict[str, Any]:
     """The grader, echoed, if the service would accept it in a job (400 naming the field
     otherwise)."""
-    return {"grader": validate_grader_spec(body.grader, services.settings, "grader")}
+    return {"grader": validate_grader_spec(body.grader.root, services.settings, "grader")}
 
 
-@router.post("/run")
+@router.post("/run", response_model=RunGraderResponse, response_model_exclude_unset=True)
 def run(body: RunGraderRequest, tenant: TenantDep, services: ServicesDep) -> dict[str, Any]:
     """Grade `model_sample` against `item`; a failed grade is reward 0 with its error flag,
     an input past PAEC_MAX_GRADER_RUN_CHARS a 400 naming `model_sample` or `item`."""
-    return run_grader(body.grader, body.model_sample, body.item, services.settings)
+    return run_grader(body.grader.root, body.model_sample, body.item, services.settings)

@@ -10,14 +10,16 @@ store.metrics for the method); CSV is full resolution unless `max_points` is giv
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from api.deps import SessionDep, TenantDep
-from store.errors import InvalidRequestError
+from api.schemas.metrics import CSV_DESCRIPTION, MetricNames, MetricSeries
 from store.metrics import (
     DEFAULT_MAX_POINTS,
+    MAX_POINTS_LIMIT,
+    MAX_STEP,
     job_metric_names,
     job_series,
     series_csv,
@@ -25,9 +27,6 @@ from store.metrics import (
 )
 
 router = APIRouter(tags=["metrics"])
-
-FORMATS = ("json", "csv")
-
 
 def _names(raw: str | None) -> list[str] | None:
     # "a,b" and "a, b" alike; an empty list means "every name", as an absent one does.
@@ -37,18 +36,26 @@ def _names(raw: str | None) -> list[str] | None:
     return names or None
 
 
-@router.get("/api/jobs/{job_id}/metrics", response_model=None)
+@router.get("/api/jobs/{job_id}/metrics", response_model=MetricSeries,
+            response_model_exclude_unset=True, responses={200: {
+                "description": "The series as JSON; " + CSV_DESCRIPTION,
+                "content": {"text/csv": {"schema": {"type": "string"}}}}})
 def get_job_metrics(job_id: str, session: SessionDep, tenant: TenantDep,
-                names: Annotated[str | None, Query()] = None,
-                start: Annotated[int | None, Query()] = None,
-                end: Annotated[int | None, Query()] = None,
-                max_points: Annotated[int | None, Query()] = None,
-                format: Annotated[str, Query()] = "json") -> dict[str, Any] | Response:
+                    names: Annotated[str | None, Query(
+                        description="Comma-separated names (default: every name the job "
+                                    "logged).")] = None,
+                    start: Annotated[int | None, Query(
+                        ge=0, le=MAX_STEP, description="First step (inclusive).")] = None,
+                    end: Annotated[int | None, Query(
+                        ge=0, le=MAX_STEP, description="Last step (inclusive); not before "
+                                                       "`start`.")] = None,
+                    max_points: Annotated[int | None, Query(
+                        ge=2, le=MAX_POINTS_LIMIT, description="Points per name (JSON "
+                                                               f"default {DEFAULT_MAX_POINTS}; "
+                                                               "CSV: all).")] = None,
+                    format: Literal["json", "csv"] = "json") -> dict[str, Any] | Response:
     """Metric series of the caller's job: `{"object": "metrics", "job_id", "names",
     "series": {name: {"steps": [...], "values": [...]}}}`, or `step,name1,...` as text/csv."""
-    if format not in FORMATS:
-        raise InvalidRequestError(f"format must be one of {', '.join(FORMATS)}, got "
-                                  f"{format!r}", param="format")
     if format == "json" and max_points is None:
         max_points = DEFAULT_MAX_POINTS
     series = job_series(session, tenant.id, job_id, _names(names), start_step=start,
@@ -60,7 +67,8 @@ def get_job_metrics(job_id: str, session: SessionDep, tenant: TenantDep,
     return series_object(job_id, series)
 
 
-@router.get("/api/jobs/{job_id}/metrics/names")
+@router.get("/api/jobs/{job_id}/metrics/names", response_model=MetricNames,
+            response_model_exclude_unset=True)
 def list_metric_names(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     """`{"object": "list", "job_id", "data": [name, ...]}`, sorted."""
     return {"object": "list", "job_id": job_id,

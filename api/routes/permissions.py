@@ -18,47 +18,49 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, TenantDep
+from api.schemas.permissions import (
+    PermissionCreateRequest,
+    PermissionDeleted,
+    PermissionList,
+)
 from store.permissions import (
     Order,
-    PermissionCreateRequest,
     create_permissions,
     delete_permission,
     deleted_object,
     list_permissions,
-    permission_object,
+    permission_list_object,
 )
 
 router = APIRouter(tags=["checkpoint permissions"])
 PREFIX = "/v1/fine_tuning/checkpoints/{fine_tuned_model_checkpoint:path}/permissions"
 
 
-def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
-
-
-@router.post(PREFIX)
+@router.post(PREFIX, response_model=PermissionList, response_model_exclude_unset=True)
 def create(fine_tuned_model_checkpoint: str, body: PermissionCreateRequest,
            tenant: TenantDep, session: SessionDep) -> dict[str, Any]:
     """Share the caller's checkpoint with other projects (tenants)."""
     rows = create_permissions(session, tenant.id, fine_tuned_model_checkpoint,
                               body.project_ids)
     session.commit()
-    return _page([permission_object(row) for row in rows], False)
+    return permission_list_object(rows, False)
 
 
-@router.get(PREFIX)
+@router.get(PREFIX, response_model=PermissionList, response_model_exclude_unset=True)
 def list_(fine_tuned_model_checkpoint: str, tenant: TenantDep, session: SessionDep,
-          after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10,
+          after: Annotated[str | None, Query(
+              min_length=1, description="The last permission id of the previous page.")] = None,
+          limit: Annotated[int, Query(ge=1, le=100)] = 10,
           order: Order = Order.DESCENDING, project_id: str | None = None) -> dict[str, Any]:
     """The checkpoint's permissions, newest first unless `order=ascending`."""
     rows, has_more = list_permissions(session, tenant.id, fine_tuned_model_checkpoint,
                                       after=after, limit=limit, order=order,
                                       project_id=project_id)
-    return _page([permission_object(row) for row in rows], has_more)
+    return permission_list_object(rows, has_more)
 
 
-@router.delete(PREFIX + "/{permission_id}")
+@router.delete(PREFIX + "/{permission_id}", response_model=PermissionDeleted,
+               response_model_exclude_unset=True)
 def delete(fine_tuned_model_checkpoint: str, permission_id: str, tenant: TenantDep,
            session: SessionDep) -> dict[str, Any]:
     """Revoke one permission: the project can no longer start jobs or evaluations on it."""

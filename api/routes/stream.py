@@ -32,8 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep, SessionDep, TenantDep
+from api.schemas.events import STREAM_DESCRIPTION, STREAM_EVENT_SCHEMA
 from store.errors import AuthenticationError
-from store.metrics import parse_event_cursor, require_job, stream_poll
+from store.events import STREAM_CURSOR_PATTERN
+from store.metrics import stream_poll, stream_start
 from store.states import TERMINAL
 from store.tenants import authenticate
 
@@ -47,6 +49,12 @@ RETRY_MS = 2000
 """The reconnection delay the stream advises (the SSE `retry:` field)."""
 BATCH = 500
 """Events read per poll; a full batch is followed by another poll at once."""
+
+
+class EventStream(StreamingResponse):
+    """`text/event-stream` (FastAPI's own EventSourceResponse wants a generator route)."""
+
+    media_type = "text/event-stream"
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ def _poll(sessions: sessionmaker[Session], key: Key, job_id: str, after_seq: int
     with sessions() as session:
         # The key again on every poll: a dictionary look-up while the auth cache trusts it,
         # one query once the cache expires, so a revoked key ends the stream within
-        # auth_cache_s (issue 15 item 17) rather than when the job ends.
+        # auth_cache_s rather than when the job ends.
         authenticate(session, key.authorization, cache_s=key.cache_s)
         return stream_poll(session, job_id, after_seq, limit=BATCH)
 
@@ -99,24 +107,27 @@ async def _events(sessions: sessionmaker[Session], key: Key, job_id: str, after_
         await anyio.sleep(POLL_S)
 
 
-@router.get("/api/jobs/{job_id}/stream", response_class=StreamingResponse)
-def stream_job_events(job_id: str, session: SessionDep, tenant: TenantDep,
-                      services: ServicesDep,
-                      last_event_id: Annotated[str | None, Header()] = None,
-                      authorization: Annotated[str | None, Header()] = None,
-                      after: Annotated[str | None, Query()] = None) -> StreamingResponse:
-    """The job's events as `text/event-stream`, oldest first, resumable (see the module)."""
-    # Last-Event-ID wins over ?after: a reconnecting EventSource repeats the original URL
-    # (and its `after`) and sends the id it last received in the header.
-    if last_event_id:
-        after_seq = parse_event_cursor(last_event_id, "Last-Event-ID")
-    else:
-        after_seq = parse_event_cursor(after, "after")
-    require_job(session, tenant.id, job_id)
+@router.get("/api/jobs/{job_id}/stream", response_class=EventStream, responses={200: {
+    "description": STREAM_DESCRIPTION,
+    "content": {"text/event-stream": {"schema": STREAM_EVENT_SCHEMA}}}})
+def stream_job_events(
+    job_id: str, session: SessionDep, tenant: TenantDep, services: ServicesDep,
+    last_event_id: Annotated[str | None, Header(
+        alias="Last-Event-ID", pattern=STREAM_CURSOR_PATTERN,
+        description="The last event id received: continue after it.")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    after: Annotated[str | None, Query(
+        pattern=STREAM_CURSOR_PATTERN, description="As Last-Event-ID, which wins over it "
+                                                   "(an EventSource repeats its URL).")] = None,
+) -> EventStream:
+    """The job's events as `text/event-stream`, oldest first, resumable with `Last-Event-ID`
+    (or `?after=`); it ends after the job does."""
+    after_seq = stream_start(session, tenant.id, job_id, last_event_id=last_event_id,
+                             after=after)
     # The stream may run for hours: give the request's connection back to the pool now
     # instead of when the response ends (FastAPI closes yield dependencies after it).
     session.close()
-    return StreamingResponse(
+    return EventStream(
         _events(services.sessions, Key(authorization, services.settings.auth_cache_s),
                 job_id, after_seq), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -54,10 +54,10 @@ from paec.grading.specs import (
 )
 from paec.grading.templates import VariableError
 
-__all__ = [  # this module's public names, and those of paec.errors and .specs the service uses
-    "ERROR_KEYS", "GradeResult", "Grader", "GraderError", "GraderSpec", "MathVerifyGrader",
-    "MultiGrader", "PythonGrader", "StringCheckGrader", "TextSimilarityGrader", "build_grader",
-    "fuzzy_match", "grade_batch", "lcs_length", "validate_grader",
+__all__ = [
+    "ERROR_KEYS", "GradeResult", "Grader", "MathVerifyGrader", "MultiGrader", "PythonGrader",
+    "StringCheckGrader", "TextSimilarityGrader", "build_grader", "fuzzy_match", "grade_batch",
+    "lcs_length",
 ]
 
 ERROR_KEYS = (

@@ -1,7 +1,7 @@
 """The edge (api/edge.py, api/middleware.py) over real HTTP on Postgres: NUL and lone
 surrogates in path segments, query values and JSON bodies are a 400 naming the field, JSON
 nested too deep is a 400, and a request with a body is authenticated before the body is
-parsed (issue 15 items 3 and 18)."""
+parsed."""
 
 from __future__ import annotations
 

@@ -246,7 +246,7 @@ def test_of_two_concurrent_claims_exactly_one_wins(http: httpx.Client,
 
 def test_a_worker_that_lost_its_claim_cannot_finish_or_fail_the_evaluation(
         http: httpx.Client, sessions: sessionmaker[Session]) -> None:
-    """Issue 15, item 13c: worker-a's heartbeat went stale, the sweeper re-queued the
+    """worker-a's heartbeat went stale, the sweeper re-queued the
     evaluation and worker-b claimed it; worker-a's late results are not written."""
     evaluation_id = create(http).json()["id"]
     with transaction(sessions) as session:

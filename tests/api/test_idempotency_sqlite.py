@@ -1,8 +1,7 @@
-"""Idempotent creates on the embedded SQLite default, over real HTTP (issue 15 item 14): 32
-concurrent creates with one Idempotency-Key make one job and every client gets a proper
-answer. The key's claim used to commit on its own (pysqlite's SAVEPOINT outside a
-transaction), so the other requests replayed its half-written row with HTTP status 0 and
-uvicorn dropped their connections."""
+"""Idempotent creates on the embedded SQLite default, over real HTTP: 32 concurrent creates with
+one Idempotency-Key make one job and every client gets a proper answer. The key's claim used
+to commit on its own (pysqlite's SAVEPOINT outside a transaction), so the other requests
+replayed its half-written row with HTTP status 0 and uvicorn dropped their connections."""
 
 from __future__ import annotations
 

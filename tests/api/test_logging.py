@@ -1,8 +1,7 @@
-"""The API's log output (api/logs.py), read from real servers (issue 15 item 16): JSON lines
-by default, one access record per request with its request id, method, escaped path, status
-and duration; the 500 handler's record carries the request id the client was given and the
-traceback; a `%0A` in a path cannot forge a line; the plain format says the same on one
-line."""
+"""The API's log output (api/logs.py), read from real servers: JSON lines by default, one access
+record per request with its request id, method, escaped path, status and duration; the 500
+handler's record carries the request id the client was given and the traceback; a `%0A` in a
+path cannot forge a line; the plain format says the same on one line."""
 
 from __future__ import annotations
 

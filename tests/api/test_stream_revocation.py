@@ -1,5 +1,5 @@
 """An SSE stream whose key is revoked while it runs ends within the auth cache window, with an
-`event: error` carrying the 401 envelope (issue 15 item 17), over real HTTP on Postgres."""
+`event: error` carrying the 401 envelope, over real HTTP on Postgres."""
 
 from __future__ import annotations
 

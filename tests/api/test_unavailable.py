@@ -1,5 +1,5 @@
 """A database that stops answering makes ordinary routes answer a retryable 503 in the error
-envelope, as /ready does, not a 500 (issue 15 item 15). The server reaches the test's
+envelope, as /ready does, not a 500. The server reaches the test's
 Postgres through a TCP proxy of the test's own; stopping the proxy cuts the pooled
 connections and refuses new ones, which is what a crashed or unreachable database does."""
 

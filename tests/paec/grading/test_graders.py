@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from paec.errors import GraderError
 from paec.grading.graders import (
     ERROR_KEYS,
-    GraderError,
     GradeResult,
     MultiGrader,
     build_grader,
