@@ -18,7 +18,10 @@ Extraction (`extract_final_answer`), the first rule that gives an answer:
 
 Equivalence (`answers_equivalent`): each side, stripped, is read through rule 1 when it holds
 a box (so a worked solution ending in ``\\boxed{42}`` serves as a reference). Equal strings are
-equivalent. Otherwise math-verify parses each side as ``\\boxed{side}`` first (bare,
+equivalent. An answer that is integer arithmetic left undone (``23 - 12``, ``3 \\times 4``:
+integers joined by +, -, *) is equivalent to nothing else: it restates the problem, and
+math-verify would evaluate it and pay a completion that never computed. Otherwise
+math-verify parses each side as ``\\boxed{side}`` first (bare,
 ``2^{10}`` would read as 2 and ``\\sqrt{2}`` be missed), then bare (``3**2``), and `verify`
 decides. A side longer than _MAX_ANSWER_CHARS, holding a power or factorial above
 _MAX_EXPONENT (sympy would evaluate ``9**9**9**9`` for ever), or that does not parse, is
@@ -56,6 +59,12 @@ _MAX_EXTRACT_CHARS = 8192
 the answer is at the end, and its cost grows with the text."""
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_INTEGER = r"\(?\s*-?\d+\s*\)?"
+_UNEVALUATED = re.compile(
+    rf"\s*{_INTEGER}(?:\s*(?:[-+*×]|\\times|\\cdot)\s*{_INTEGER})+\s*")
+"""Integers joined by +, -, * (or \\times, \\cdot): arithmetic left undone, such as a
+completion restating its problem ("23 - 12 equals"), which math-verify would evaluate and
+find equal to the answer. Such an answer matches only the identical reference string."""
 # An optional minus not glued to a preceding word or number ("5-3" ends in 3, not -3);
 # digits with optional thousands commas; an optional decimal part or /denominator.
 _NUMBER = re.compile(r"(?<![\w.])(?:(?<![\w)])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+|/\d+)?")
@@ -225,6 +234,8 @@ def _equivalent(answer: str, reference: str, timeout_s: int | None) -> bool:
 
     if answer == reference:
         return True
+    if _UNEVALUATED.fullmatch(answer):  # "23 - 12" restates the problem; it answers nothing
+        return False
     gold, target = _parse(reference, timeout_s), _parse(answer, timeout_s)
     if not gold or not target:
         return False

@@ -223,3 +223,25 @@ def test_the_child_script_loads_answer_by_its_path() -> None:
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(m["i"], m["score"], m["error"]) for m in lines] == [
         ("ready", 0.0, None), (0, 1.0, None), (1, 0.0, "no_answer")], done.stderr
+
+
+@pytest.mark.parametrize(("completion", "reference", "right"), [
+    ("23 - 12 equals \\boxed{}21", "11", False),  # math-verify reads "23 - 12": undone
+    ("The answer: 23 - 12", "11", False),
+    ("\\boxed{23-12}", "11", False),
+    ("\\boxed{3 \\times 4}", "12", False),
+    ("\\boxed{(2) + (3)}", "5", False),
+    ("\\boxed{11}", "11", True),
+    ("\\boxed{-11}", "-11", True),  # a signed integer is an answer, not arithmetic
+    ("\\boxed{3/4}", "0.75", True),  # a fraction is an answer
+    ("\\boxed{2^{10}}", "1024", True),  # a power is not integer arithmetic left undone
+    ("\\boxed{3 + 4}", "3 + 4", True),  # the identical string still matches
+])
+def test_integer_arithmetic_left_undone_is_no_answer(completion: str, reference: str,
+                                                     right: bool) -> None:
+    """A completion that restates its problem ("23 - 12 equals ...") was paid by math-verify,
+    which evaluates the expression it extracts: a policy learnt to do it (the reproduction's
+    first run, 2026-12-06). Undone integer arithmetic now matches only its own string, in
+    the grader and in evaluation alike."""
+    assert is_correct(completion, reference) is right
+    assert math_verify_score(completion, reference, timeout_s=5).score == float(right)
