@@ -56,8 +56,10 @@ times or worse), with s the seconds per training step and c per evaluation compl
 The probe of 2026-12-06 (GRPO, seed 0, lr 1e-5, 32 steps, the machine to itself) measured
 22.1 s per step (median; 9-39 s) and 0.29 s per evaluation completion: 130 min of training
 and 76 min of evaluation, 3.4 h for the 12 runs. Its H_bar fell 0.2 nats below the floor at
-step 16 and ended 1.03 nats below it, so lr 1e-5 and 32 steps reach the regime at seed 0
-(the report checks every seed). The probe prints the budget at the speeds it measured, and
+step 16 and ended 1.03 nats below it, so lr 1e-5 and 32 steps reached the regime at seed 0;
+its grader still paid restated problems ("23 - 12 equals ..."), since refused by
+`paec.grading.answer`, so the report checks the regime on the runs of record, every seed.
+The probe prints the budget at the speeds it measured, and
 `--plan` at the speeds of the finished runs; if they are slower than assumed, lower --steps
 (if the regime is still reached) before cutting anything else.
 """

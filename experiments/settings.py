@@ -23,7 +23,10 @@ DEFAULT_LR = 1e-5
 """Peak learning rate (constant). The first experiment's 2e-6 reached the floor only near the
 end of 30 steps; 5x that was the probe's starting point, and the probe of 2026-12-06 (seed 0,
 32 steps, the machine to itself) kept it: GRPO's H_bar fell 0.2 nats below its floor at step
-16 and ended 1.03 nats below it (mean of the last 3 steps), at 22.1 s per step (median)."""
+16 and ended 1.03 nats below it (mean of the last 3 steps), at 22.1 s per step (median).
+That probe's grader still paid a completion that restated its problem ("23 - 12 equals"),
+which the policy learnt; the checker now refuses it, and the runs of record, not the probe,
+say whether the regime is reached."""
 DEFAULT_SWEEP = "0.3,3,10"
 """Penalty weights of the sweep at the first seed, beside the default weight 1 of `paec`: a
 factor of about 3 each way of 1, and 10 (the first experiment's `paec_strong`). Weights 0.5
