@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
-from api import errors, logs, openapi, telemetry
+from api import dashboard, errors, logs, openapi, telemetry
 from api.deps import Services
 from api.middleware import RequestContext
 from api.routes import ROUTERS
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
         app.include_router(router)
     telemetry.install(app)
     openapi.install(app)
+    dashboard.install(app)
     # Outermost: every response, errors included, carries the request id.
     app.add_middleware(RequestContext, settings=settings, services=services)
     return app

@@ -245,6 +245,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(for --model local:<name>)")
     ap.add_argument("--hyperparameters", default="{}",
                     help="JSON merged into the job's hyperparameters")
+    ap.add_argument("--serve", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep the API (and its dashboard) up after the demo until Ctrl-C "
+                         "(default: when run from a terminal)")
     return ap.parse_args(argv)
 
 
@@ -263,7 +266,7 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def start_service(args: argparse.Namespace, env: dict[str, str], procs: Processes
-                  ) -> httpx.Client:
+                  ) -> tuple[httpx.Client, str]:
     """Migrate, create an API key, start the API and a worker; a client holding the key."""
     run(["-m", "store.admin", "migrate"], env)
     key = json.loads(run(["-m", "store.admin", "create-key", "--tenant", "demo"], env))
@@ -278,7 +281,9 @@ def start_service(args: argparse.Namespace, env: dict[str, str], procs: Processe
     wait_ready(api, procs)
     say(f"   API http://127.0.0.1:{port} (docs at /docs), worker started, data in "
         f"{args.data_dir}")
-    return api
+    say(f"   Dashboard http://127.0.0.1:{port}/ui/  (sign in with the demo's key "
+        f"{key['api_key']}; watch the job live there)")
+    return api, str(key["api_key"])
 
 
 def upload_datasets(api: httpx.Client) -> tuple[dict[str, str], bytes]:
@@ -345,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with step("Start the service on its embedded default (SQLite, no servers)"):
-            api = start_service(args, env, procs)
+            api, key = start_service(args, env, procs)
         with step("Upload the dataset (one-digit additions: 64 to train on, 17 held out)"):
             files, held_bytes = upload_datasets(api)
         heldout = files["add-heldout.jsonl"]
@@ -361,12 +366,33 @@ def main(argv: list[str] | None = None) -> int:
             load_checkpoint(api, job, args.data_dir, json.loads(held_bytes.splitlines()[0]))
         print_before_after(before, after, args.k)
         say(f"\nDone in {(time.monotonic() - started) / 60:.1f} min.")
+        show_dashboard(args, api, key, job["id"])
         return 0
     except DemoError as exc:
         say(f"\nDEMO FAILED: {exc}")
         return 1
     finally:
         procs.stop()
+
+
+def show_dashboard(args: argparse.Namespace, api: httpx.Client, key: str, job_id: str) -> None:
+    """Say where the job can be seen; with --serve (by default from a terminal), keep the
+    service up until Ctrl-C, otherwise say how to start its API again on the demo's data."""
+    url = f"{api.base_url}/ui/#/jobs/{job_id}"
+    serve = args.serve if args.serve is not None else sys.stdin.isatty() and sys.stdout.isatty()
+    say("\n== See it in the dashboard")
+    say(f"   {url}\n   API key: {key}")
+    if not serve:
+        say(f"   (the service stops now; to open it again: PAEC_DATA_DIR={args.data_dir} "
+            f"{sys.executable} -m uvicorn api.app:app --port {api.base_url.port}, then the "
+            "URL above)")
+        return
+    say("   The service stays up for the dashboard; press Ctrl-C to stop it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("   stopping")
 
 
 def generate(folder: Path, row: dict[str, Any]) -> str:

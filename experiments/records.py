@@ -19,9 +19,9 @@ from experiments.settings import Settings
 
 Record = dict[str, Any]
 
-IGNORED = ("output_dir", "train_data")
+IGNORED = ("output_dir", "train_data", "report_to")
 """Config keys that say where a run wrote, not what it did (the data is compared by its
-sha256 instead)."""
+sha256 instead; `report_to` only adds loggers, and records made before it existed lack it)."""
 
 
 def record_path(folder: Path, run: Run) -> Path:

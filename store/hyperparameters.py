@@ -57,9 +57,16 @@ BUILTIN_TASK_KEYS = frozenset({"train_size", "validation_size"})
 """TrainConfig fields that only matter for built-in tasks; a job always trains on files."""
 OPENAI_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs", "eval_interval",
                "eval_samples", "reasoning_effort", "compute_multiplier")
+LIBRARY_KEYS = frozenset({"report_to"})
+"""TrainConfig fields of the library alone: a job's metrics go to the service's own store (the
+metrics routes, the stream, the dashboard), never to a logger a tenant picks on the worker."""
 USER_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
-                  if f.name not in SERVER_KEYS | BUILTIN_TASK_KEYS)
+                  if f.name not in SERVER_KEYS | BUILTIN_TASK_KEYS | LIBRARY_KEYS)
 """The TrainConfig fields a request may set, in TrainConfig's order."""
+JOB_DEFAULTS: dict[str, Any] = {"trace_samples": 4}
+"""Where a job's default differs from the library's: jobs keep the per-token traces of 4
+completions a step (bounded in store.traces), so the dashboard can show which tokens PAEC
+selects without the user knowing to ask; 0 turns them off."""
 # (OpenAI field, TrainConfig field): one value, two names; sending both is ambiguous.
 ALIASES = (("batch_size", "prompts_per_step"), ("learning_rate_multiplier", "learning_rate"),
            ("n_epochs", "steps"), ("eval_samples", "eval_k"))
@@ -292,6 +299,27 @@ def _check_limits(trainer: TrainConfig, raw: Mapping[str, Any], limits: JobLimit
                          f"most {limit} ({setting})")
 
 
+def _check_keys(raw: Mapping[str, Any]) -> None:
+    """Every key is one a request may send; InvalidRequestError naming the first that is not."""
+    for key in raw:
+        if key == DEVICE_KEY:
+            continue
+        if key in SERVER_KEYS:
+            raise _error(f"{PARAM}.{key}", "is set by the server and cannot be sent "
+                         "(model, training_file, validation_file, grader and seed are "
+                         "fields of the request itself)")
+        if key in LIBRARY_KEYS:
+            raise _error(f"{PARAM}.{key}", "is for library users (python -m paec train); a "
+                         "job's metrics are in /api/jobs/{id}/metrics, its stream and the "
+                         "dashboard")
+        if key in BUILTIN_TASK_KEYS:
+            raise _error(f"{PARAM}.{key}", "only applies to built-in tasks; a job trains on "
+                         "its whole training_file and evaluates on its whole validation_file")
+        if key not in OPENAI_KEYS and key not in USER_KEYS:
+            raise _error(f"{PARAM}.{key}", "unknown hyperparameter; accepted: "
+                         + ", ".join((*OPENAI_KEYS, DEVICE_KEY, *USER_KEYS)))
+
+
 def resolve_hyperparameters(raw: object, *, training_rows: int,
                             limits: JobLimits | None = None) -> Hyperparameters:
     """Map and validate `method.reinforcement.hyperparameters` (None: all defaults) for a
@@ -301,19 +329,7 @@ def resolve_hyperparameters(raw: object, *, training_rows: int,
         raw = {}
     if not isinstance(raw, Mapping):
         raise _error(PARAM, f"must be an object, got {raw!r}")
-    for key in raw:
-        if key == DEVICE_KEY:
-            continue
-        if key in SERVER_KEYS:
-            raise _error(f"{PARAM}.{key}", "is set by the server and cannot be sent "
-                         "(model, training_file, validation_file, grader and seed are "
-                         "fields of the request itself)")
-        if key in BUILTIN_TASK_KEYS:
-            raise _error(f"{PARAM}.{key}", "only applies to built-in tasks; a job trains on "
-                         "its whole training_file and evaluates on its whole validation_file")
-        if key not in OPENAI_KEYS and key not in USER_KEYS:
-            raise _error(f"{PARAM}.{key}", "unknown hyperparameter; accepted: "
-                         + ", ".join((*OPENAI_KEYS, DEVICE_KEY, *USER_KEYS)))
+    _check_keys(raw)
     openai = _openai_fields(raw)
     device = _device_kind(raw)
     for ours, theirs in ALIASES:
@@ -321,6 +337,8 @@ def resolve_hyperparameters(raw: object, *, training_rows: int,
             raise _error(f"{PARAM}.{theirs}", f"conflicts with {ours}: send one of them")
     config: dict[str, Any] = {key: _extension(key, raw[key], f"{PARAM}.{key}")
                               for key in USER_KEYS if key in raw and key not in OPENAI_KEYS}
+    for key, value in JOB_DEFAULTS.items():
+        config.setdefault(key, value)
     if openai["eval_interval"] is not None:
         config["eval_interval"] = openai["eval_interval"]
     if openai["eval_samples"] is not None:
@@ -352,3 +370,12 @@ def resolve_hyperparameters(raw: object, *, training_rows: int,
     stored = {k: v for k, v in full.items() if k not in SERVER_KEYS}
     return Hyperparameters(config=stored, echo=echo, summary=summary,
                            total_steps=trainer.steps, device=device)
+
+
+def job_defaults() -> dict[str, Any]:
+    """{name: default} of the TrainConfig fields a job may set, as a job gets them
+    (TrainConfig's defaults under JOB_DEFAULTS); nested sections (`paec`, `loss`) are left
+    out: their own schemas carry their fields' defaults."""
+    full = _DEFAULTS.to_dict()
+    return {key: JOB_DEFAULTS.get(key, full[key]) for key in USER_KEYS
+            if not isinstance(full[key], dict)}

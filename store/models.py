@@ -3,8 +3,9 @@
 Every user-visible object has an integer primary key `seq` (monotonic: the cursor of every
 list, newest first) and a public string `id` in OpenAI's style (`file-...`, `ftjob-...`).
 Events have no string column: their public id is `ftevent-<seq>`, so an event id doubles as a
-resume cursor for the SSE stream. Metrics are keyed (job, name, step) and checkpoints
-(job, step), so that a replayed training step writes nothing twice.
+resume cursor for the SSE stream. Metrics are keyed (job, name, step), token traces (job,
+step, sample) and checkpoints (job, step), so that a replayed training step writes nothing
+twice.
 
 `migrations/` creates exactly this schema (a test compares them).
 """
@@ -156,6 +157,22 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[float] = mapped_column(Float)
+
+
+class JobTrace(Base):
+    """The per-token trace of one sampled completion (`sample_index`) at one training step:
+    {"tokens": [...], "entropy": [...], ...} (store.traces validates and bounds it, and keeps
+    at most store.traces.MAX_TRACE_STEPS steps per job)."""
+
+    __tablename__ = "job_traces"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sample_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """The completion's position among the step's traces (`index` on the wire; `INDEX` is
+    an SQL keyword)."""
+    trace: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class Checkpoint(Base):

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from paec.config.training import TrainConfig
@@ -47,7 +47,7 @@ from store.checkpoints import (
     prune_checkpoints,
     register_checkpoint,
 )
-from store.db import transaction
+from store.db import database_unavailable, transaction
 from store.events import add_event
 from store.files import copy_file_to, create_result_file
 from store.metrics import metrics_csv, record_metrics
@@ -55,6 +55,7 @@ from store.model_names import ModelKind, resolve_model_name
 from store.models import Checkpoint, Job, Metric
 from store.settings import Settings
 from store.storage import LocalStorage
+from store.traces import record_traces
 
 log = logging.getLogger("paec.worker")
 
@@ -180,10 +181,8 @@ class DatabaseCallback(Callback):
             if not self._holds(session):
                 return
             runs.record_step(session, self.job, self.ctx.worker_id, step, metrics)
-            for i, trace in enumerate(traces):
-                add_event(session, self.job.id, f"Token trace {i} of step {step}",
-                          type_="message", data={"step": step, "trace": trace},
-                          key=f"trace:{step}:{i}")
+            if traces:
+                self._write_traces(session, step, traces)
         # Samples without an answer (sample_parse_error) are the model's fault, not the
         # grader's: an untrained model may write no number for many steps.
         failing = (metrics.get("grader/error_rate", 0.0) >= 1.0
@@ -194,6 +193,24 @@ class DatabaseCallback(Callback):
                              f"{self._failing_steps} consecutive steps (last: step {step}); "
                              "dry-run it with POST /v1/fine_tuning/alpha/graders/run",
                              "method.reinforcement.grader")
+
+    def _write_traces(self, session: Session, step: int,
+                      traces: list[dict[str, Any]]) -> None:
+        """The step's token traces into job_traces (not events: one per sample per step
+        flooded the events list), in a savepoint: a trace is the dashboard's, never a reason
+        to fail the step (an unavailable database still is: transient, retried)."""
+        try:
+            with session.begin_nested():
+                written = record_traces(session, self.job.id, step, traces)
+        except SQLAlchemyError as exc:
+            if database_unavailable(exc):
+                raise
+            log.warning("job %s step %d: traces not stored: %s", self.job.id, step, exc)
+            return
+        if written.dropped:
+            reasons = "; ".join(f"{i}: {why}" for i, why in list(written.dropped.items())[:3])
+            log.warning("job %s step %d: %d trace(s) dropped (%s)", self.job.id, step,
+                        len(written.dropped), reasons)
 
     def on_checkpoint(self, step: int, path: Path, sidecar: dict[str, Any]) -> None:
         self.on_progress()

@@ -14,6 +14,7 @@ from api.routes import (
     metrics,
     permissions,
     stream,
+    traces,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -24,6 +25,7 @@ ROUTERS: list[APIRouter] = [
     permissions.router,
     graders.router,
     metrics.router,
+    traces.router,
     stream.router,
     evaluations.router,
 ]

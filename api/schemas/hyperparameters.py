@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ConfigDict, RootModel, TypeAdapter
 
-from store.hyperparameters import DEVICE_KEY, MAX_BATCH_SIZE, MAX_EPOCHS
+from store.hyperparameters import DEVICE_KEY, MAX_BATCH_SIZE, MAX_EPOCHS, job_defaults
 from store.jobs import extension_fields
 from store.queue import DEVICE_ANY, DEVICE_KINDS
 
@@ -78,10 +78,13 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
 def hyperparameters_schema() -> dict[str, Any]:
     """The JSON schema of the hyperparameters object."""
     properties = dict(OPENAI_FIELDS)
+    defaults = job_defaults()
     for key, annotation in extension_fields().items():
         if key not in properties:
             schema = TypeAdapter(annotation).json_schema()
             properties[key] = _inline(schema, schema.get("$defs", {}))
+            if key in defaults:
+                properties[key]["default"] = defaults[key]
     return {"type": "object", "properties": properties, "additionalProperties": False,
             "description": DESCRIPTION}
 

@@ -2,7 +2,8 @@
 the policy loss (`paec.config.loss.PolicyLossConfig`) and PAEC (`paec.config.PAECConfig`).
 
 Loaded from JSON or YAML-free plain dicts with `TrainConfig.from_dict`; unknown keys are
-errors that name the key. Derived values are computed in one place (`__post_init__`).
+errors that name the key. Derived values are computed in one place (`__post_init__`), and so
+is the one normalised field, `report_to` (TRL's spellings "all" and "none" resolved there).
 """
 
 from __future__ import annotations
@@ -44,6 +45,34 @@ class LRSchedule(StrEnum):
     CONSTANT = "constant"
     LINEAR = "linear"
     COSINE = "cosine"
+
+
+class ReportBackend(StrEnum):
+    """Where `TrainConfig.report_to` also sends the metrics (TRL's names); each one is a
+    callback of `paec.training.reporting` and needs the package extra of the same name."""
+
+    TENSORBOARD = "tensorboard"
+    WANDB = "wandb"
+
+
+def parse_report_to(value: object) -> list[str]:
+    """`report_to` as TRL takes it, as a list of distinct `ReportBackend` values in the
+    given order: a string is a list of one, "all" is every backend and "none" none (each
+    only alone, as in transformers' TrainingArguments); anything else is a ConfigError
+    naming `report_to`."""
+    where = "TrainConfig.report_to"
+    backends = [b.value for b in ReportBackend]
+    rule = f"must be a list of {', '.join(backends)}, or \"all\" or \"none\" alone"
+    names = [value] if isinstance(value, str) else value
+    require(isinstance(names, list | tuple) and all(isinstance(n, str) for n in names),
+            where, rule, value)
+    assert isinstance(names, list | tuple)  # require raised otherwise (for mypy)
+    if list(names) == ["none"]:
+        return []
+    if list(names) == ["all"]:
+        return backends
+    require(all(n in backends for n in names), where, rule, value)
+    return list(dict.fromkeys(str(n) for n in names))
 
 
 def default_grader() -> dict[str, Any]:
@@ -133,10 +162,19 @@ class TrainConfig:
     eval_k: int = 8
     """Samples per validation problem for avg@k, pass@k and maj@k."""
     trace_samples: int = 0
-    """Completions per step whose per-token trace (token, entropy, top-p entropy, mask) is
-    reported to callbacks."""
+    """Completions per step whose per-token trace (token text, entropy, top-p entropy,
+    nucleus size, top-two gap, mask weight) is reported to callbacks; the format is in
+    docs/cli.md, "Token traces"."""
+    report_to: list[str] = field(default_factory=list)
+    """Where else every step's and evaluation's metrics go, spelled as in TRL: "tensorboard"
+    (event files under `<output_dir>/runs/<time>-<host>/`), "wandb" (a Weights & Biases run
+    under `<output_dir>/wandb/`, offline unless WANDB_MODE says otherwise), "all" (both) or
+    "none"; empty (the default) is none. A string is a list of one; stored normalised (a
+    list of distinct backends). Each backend needs its extra (`pip install
+    'paec[tensorboard]'`, `'paec[wandb]'`), checked when the Trainer is built. Ours."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "report_to", parse_report_to(self.report_to))
         object.__setattr__(self, "lr_schedule",
                            parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
         # Every integer is bounded above and every float finite (1e9 completions

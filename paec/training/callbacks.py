@@ -2,12 +2,14 @@
 
 The worker subclasses `Callback` to write metrics, events and checkpoints to its database and
 to turn a user's cancel or pause into a `StopRequest`; the CLI uses the two defined here,
-`ProgressBar` and `JsonlMetrics` (metrics.jsonl).
+`ProgressBar` and `JsonlMetrics` (metrics.jsonl); `TrainConfig.report_to` adds those of
+`paec.training.reporting` (TensorBoard, Weights & Biases).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,8 +26,28 @@ class StopRequest(StrEnum):
     """Stop after writing a full checkpoint, to be resumed later."""
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, +-inf) inside dicts, lists and tuples
+    replaced by None, so that it is valid JSON (`json.dumps` would write the non-JSON
+    tokens NaN and Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 class Callback:
     """Hooks the trainer calls; each does nothing unless overridden."""
+
+    def on_train_begin(self, step: int) -> None:
+        """When `Trainer.train` starts (or resumes) after step `step`."""
+
+    def on_train_end(self, step: int, status: str) -> None:
+        """When `Trainer.train` ends at step `step`, however it ends: status "completed",
+        "paused", "cancelled", or "failed" when it raised."""
 
     def on_step_end(self, step: int, metrics: dict[str, float],
                     traces: list[dict[str, Any]]) -> None:
@@ -43,7 +65,8 @@ class Callback:
 
 
 class JsonlMetrics(Callback):
-    """Appends {"step", "metrics"} lines to a file (and optionally to a stream)."""
+    """Appends {"step", "metrics", "traces"} and {"step", "eval"} lines to a file (and
+    optionally to a stream); a non-finite number is written as null (`json_safe`)."""
 
     def __init__(self, path: Path, echo: TextIO | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +80,7 @@ class JsonlMetrics(Callback):
         self._write({"step": step, "eval": metrics})
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=True)
+        line = json.dumps(json_safe(record), sort_keys=True, allow_nan=False)
         with self.path.open("a") as f:
             f.write(line + "\n")
         if self.echo is not None:

@@ -42,9 +42,10 @@ from paec.modeling.loader import load_model_and_tokenizer
 from paec.modeling.lora import add_lora, load_lora
 from paec.training.advantages import group_advantages
 from paec.training.batch import MicroBatch, OptimBatch
-from paec.training.callbacks import Callback, StopRequest
+from paec.training.callbacks import Callback, StopRequest, json_safe
 from paec.training.checkpoint import load_training_state, read_sidecar, save_checkpoint
 from paec.training.losses import Metrics, policy_loss
+from paec.training.reporting import reporters
 from paec.training.rollout import (
     FeatureCollector,
     RolloutBatch,
@@ -81,7 +82,9 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.device = resolve_device(cfg.device)
         self.output_dir = Path(cfg.output_dir)
-        # Cheap checks first: a bad grader or dataset fails before a model is loaded.
+        # Cheap checks first: a bad grader or dataset, or a `report_to` backend that is not
+        # installed, fails before a model is loaded.
+        self.callbacks += reporters(cfg)
         self.grader = build_grader(cfg.grader, allow_python=cfg.allow_python_grader)
         self.train_examples = load_examples(cfg.train_data, size=cfg.train_size, seed=cfg.seed)
         self.val_examples: list[Example] = []
@@ -129,11 +132,24 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> TrainResult:
-        """Train from the current step to `cfg.steps`; returns how it ended."""
-        cfg = self.cfg
+        """Train from the current step to `cfg.steps`; returns how it ended. Callbacks hear
+        `on_train_begin` first and `on_train_end` however it ends ("failed": it raised)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         # The run's config beside its checkpoints: `python -m paec train <it> --resume auto`.
-        (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (self.output_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        for cb in self.callbacks:
+            cb.on_train_begin(self.step)
+        status = "failed"
+        try:
+            result = self._train()
+            status = result.status
+            return result
+        finally:
+            for cb in self.callbacks:
+                cb.on_train_end(self.step, status)
+
+    def _train(self) -> TrainResult:
+        cfg = self.cfg
         history: list[dict[str, float]] = []
         while self.step < cfg.steps:
             stop = self._stop_request()
@@ -306,21 +322,29 @@ class Trainer:
         return ent
 
     def _traces(self, batch: OptimBatch) -> list[dict[str, Any]]:
-        """Per-token records of the first `trace_samples` completions of the batch (top-p
-        entropy and mask weight are NaN where PAEC is off)."""
-        out = []
+        """Per-token records of the first `trace_samples` completions of the batch, in the
+        format of docs/cli.md ("Token traces"): one list per feature, as long as `tokens`;
+        a value that is not defined (PAEC off) or not finite (a one-token distribution's
+        top-two gap) is None, so that every record is valid JSON."""
+        roll, out = batch.roll, []
         for row in range(min(self.cfg.trace_samples, batch.ids.shape[0])):
             idx = slice(batch.offsets[row], batch.offsets[row + 1])
-            nan = torch.full((idx.stop - idx.start,), math.nan)  # (n,)
-            tokens = batch.ids[row][batch.mask[row]].tolist()
-            out.append({
-                "tokens": [self.tokenizer.decode([t]) for t in tokens],
+            n = idx.stop - idx.start
+            nan = torch.full((n,), math.nan)  # (n,)
+            feats = None if batch.features is None else batch.features.select(idx)  # (n,)
+            prompt = roll.input_ids[row, :roll.prompt_len][  # (L,) without the left padding
+                roll.attention_mask[row, :roll.prompt_len].bool()]
+            out.append(json_safe({
+                "prompt": self.tokenizer.decode(prompt.tolist()),
+                "advantage": float(batch.advantages[row]),
+                "tokens": [self.tokenizer.decode([t])
+                           for t in batch.ids[row][batch.mask[row]].tolist()],
                 "entropy": batch.entropies[idx].tolist(),
-                "top_p_entropy": (batch.features.top_p_entropy[idx]
-                                  if batch.features is not None else nan).tolist(),
-                "mask": (batch.paec.mask.weights[idx] if batch.paec is not None
-                         else nan).tolist(),
-            })
+                "top_p_entropy": (nan if feats is None else feats.top_p_entropy).tolist(),
+                "nucleus_size": [None] * n if feats is None else feats.nucleus_size.tolist(),
+                "top_two_gap": (nan if feats is None else feats.top2_gap).tolist(),
+                "mask": (nan if batch.paec is None else batch.paec.mask.weights[idx]).tolist(),
+            }))
         return out
 
     # ------------------------------------------------------------------ evaluation

@@ -12,10 +12,13 @@ from paec.config.training import TrainConfig
 from store.errors import InvalidRequestError
 from store.hyperparameters import (
     DEVICE_KEY,
+    JOB_DEFAULTS,
+    LIBRARY_KEYS,
     PARAM,
     SERVER_KEYS,
     USER_KEYS,
     JobLimits,
+    job_defaults,
     resolve_hyperparameters,
 )
 from store.settings import Settings
@@ -32,7 +35,7 @@ def refused(raw: object, rows: int = 10) -> InvalidRequestError:
 def test_no_hyperparameters_run_trainconfig_defaults() -> None:
     hp = resolve_hyperparameters(None, training_rows=10)
     expected = {k: v for k, v in DEFAULTS.to_dict().items() if k not in SERVER_KEYS}
-    assert hp.config == expected
+    assert hp.config == expected | JOB_DEFAULTS
     assert hp.total_steps == DEFAULTS.steps
     # "auto" epochs: the default steps over 10 rows at the default batch.
     assert hp.summary == {"batch_size": DEFAULTS.prompts_per_step,
@@ -222,3 +225,30 @@ def test_a_job_at_the_operators_limits_is_accepted() -> None:
 def test_the_limits_come_from_the_settings() -> None:
     settings = Settings(max_job_steps=7, max_job_completions_per_step=9, max_job_new_tokens=11)
     assert JobLimits.from_settings(settings) == JobLimits(7, 9, 11)
+
+
+def test_jobs_keep_token_traces_by_default_and_may_turn_them_off() -> None:
+    assert resolve_hyperparameters(None, training_rows=10).config["trace_samples"] == 4
+    assert resolve_hyperparameters(None, training_rows=10).echo["trace_samples"] == 4
+    off = resolve_hyperparameters({"trace_samples": 0}, training_rows=10)
+    assert off.config["trace_samples"] == 0
+
+
+@pytest.mark.parametrize("key", sorted(LIBRARY_KEYS))
+def test_library_only_fields_are_refused_naming_them(key: str) -> None:
+    error = refused({key: ["tensorboard"]})
+    assert error.param == f"{PARAM}.{key}"
+    assert "library" in str(error)
+    assert key not in USER_KEYS
+
+
+def test_the_schema_defaults_are_what_a_job_gets() -> None:
+    from api.schemas.hyperparameters import OPENAI_FIELDS, hyperparameters_schema
+
+    properties = hyperparameters_schema()["properties"]
+    echo = resolve_hyperparameters(None, training_rows=10).echo
+    defaults = job_defaults()
+    assert defaults["trace_samples"] == 4 and defaults["learning_rate"] == DEFAULTS.learning_rate
+    for key, value in defaults.items():
+        if key not in OPENAI_FIELDS:  # eval_interval: OpenAI's "auto" describes it
+            assert properties[key]["default"] == value == echo[key], key
