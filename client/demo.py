@@ -388,11 +388,16 @@ def show_dashboard(args: argparse.Namespace, api: httpx.Client, key: str, job_id
             "URL above)")
         return
     say("   The service stays up for the dashboard; press Ctrl-C to stop it.")
+    signal.signal(signal.SIGTERM, _interrupt)  # a `kill` stops it as cleanly as Ctrl-C
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         say("   stopping")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def generate(folder: Path, row: dict[str, Any]) -> str:

@@ -95,6 +95,14 @@ class FloorCheck:
         return statistics.fmean(self.paec_margins) - statistics.fmean(self.grpo_margins)
 
 
+OTHER_MACHINES = ("they ran on different machines, whose CPU kernels round differently and "
+                  "so sample differently")
+"""Why two runs of one seed differ before any update could have made them differ."""
+DIFFERENT_START = (f"the runs differ from their first step, before any update: {OTHER_MACHINES}"
+                   "; the seed is a shared setting here, not a shared sample path")
+"""What a split at step 1 means: no loss acts before the first update."""
+
+
 def floor_check(paec: Record, grpo: Record) -> FloorCheck:
     return FloorCheck(
         int(paec["seed"]), final_margin(grpo), kept_share(paec, TOLERANCE), below_share(grpo),
@@ -108,8 +116,9 @@ def seed_line(c: FloorCheck) -> str:
     (pm, pse), (gm, gse) = mean_se(c.paec_margins), mean_se(c.grpo_margins)
     n_p, n_g = len(c.paec_margins), len(c.grpo_margins)
     split = ("PAEC's penalty never changed the weights, so the two runs are one"
-             if c.split is None else f"the runs split at step {c.split} (PAEC's penalty "
-             "first changed the weights in the step before)")
+             if c.split is None else DIFFERENT_START if c.split == 1
+             else f"the runs split at step {c.split} (PAEC's penalty first changed the "
+                  "weights in the step before)")
     return (f"- Seed {c.seed}: after the anchor froze, PAEC's H_bar was at or above floor - "
             f"{TOLERANCE:g} at {round((c.paec_kept or 0) * n_p)} of {n_p} steps "
             f"({_pct(c.paec_kept)}); GRPO's was below its floor at "

@@ -10,11 +10,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from experiments.claims import KEPT_SHARE, TOLERANCE, checks_of
+from experiments.claims import DIFFERENT_START, KEPT_SHARE, OTHER_MACHINES, TOLERANCE, checks_of
 from experiments.stats import (
     Record,
     eval_of,
     final,
+    first_divergence,
     kept_share,
     mean_margin,
     mean_of,
@@ -173,6 +174,11 @@ def claim_sweep(arms: Arms, k: int, sizes: dict[str, int]) -> list[str]:
     n = sizes.get("heldout", 0) or 1
     out = [f"At seed {rows[0].run['seed']} (one seed: a difference of maj@{k} within the noise "
            f"of {n} problems is not evidence):", "", *sweep_table(rows, k), ""]
+    apart = [r.weight for r in rows[1:] if first_divergence(rows[0].run, r.run) == 1]
+    if apart:
+        out.append(f"- Weight(s) {', '.join(f'{w:g}' for w in apart)} differ from weight "
+                   f"{rows[0].weight:g} from the first step, before any update: "
+                   f"{OTHER_MACHINES}.")
     holding = [r for r in rows if (r.kept() or 0.0) >= KEPT_SHARE]
     maj = eval_of("heldout", f"eval/maj@{k}")
     if not holding:
@@ -207,7 +213,8 @@ def scale_notes(arms: Arms, cfg: Record, sizes: dict[str, int], k: int) -> list[
                    f"two arms are {2 * math.sqrt(2 * p * (1 - p) / n):.3f}.")
     checks = checks_of(arms)
     for c in checks:
-        split = "they never split" if c.split is None else f"they split at step {c.split}"
+        split = ("they never split" if c.split is None else DIFFERENT_START
+                 if c.split == 1 else f"they split at step {c.split}")
         out.append(f"- Seed {c.seed}: PAEC and GRPO are the same run until PAEC's penalty "
                    f"first changes the weights; {split}.")
     out.append("- The paper's results are for a 1.5B-parameter model trained far longer on "

@@ -151,13 +151,15 @@ def run_all(ctx: Context, runs: Sequence[Run], max_runs: int | None) -> None:
         if fresh:
             new += 1
             if not ctx.s.smoke:
-                report(ctx, runs)
+                report(ctx)
 
 
-def report(ctx: Context, runs: Sequence[Run]) -> None:
+def report(ctx: Context) -> None:
+    """The report of every run of the plan, whichever `--arms` this sitting ran."""
     from experiments.report import write_report  # matplotlib only when a report is due
 
-    write_report(ctx.s, list(runs), collect(ctx, runs))
+    every = plan(replace(ctx.s, arms=()))
+    write_report(ctx.s, every, collect(ctx, every))
     print(f"wrote {ctx.s.report} and its figures in {ctx.s.plots}", flush=True)
 
 
@@ -170,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not a.report_only:
         run_all(ctx, runs, a.max_runs)
-    report(ctx, runs)
+    report(ctx)
     return 0
 
 
