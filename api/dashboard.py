@@ -63,7 +63,7 @@ def router(root: Path = ASSETS) -> APIRouter:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
 
     @r.get(PREFIX + "/{path:path}", response_model=None)
-    def asset(path: str) -> FileResponse | RedirectResponse:
+    def asset(path: str) -> FileResponse:
         # A fixed table, not a path join: nothing outside it can be named.
         found = files.get(path or "index.html")
         if found is None:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from api.app import create_app
-from paec.modeling.loader import resolve_model
+from paec.modeling.loader import resolve_model, tiny_model
 from store.db import make_engine, make_sessionmaker
 from store.settings import Settings
 from tests.service import REDIS_TEST_URL, ThreadedServer, fresh_postgres, migrate, new_tenant_key
@@ -51,6 +51,17 @@ def smollm2_tokenizer(smollm2_dir: Path) -> PreTrainedTokenizerBase:
     """The real SmolLM2 tokenizer, shared: tests that change it must load their own."""
     tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(smollm2_dir)
     return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory,
+             smollm2_tokenizer: PreTrainedTokenizerBase) -> Path:
+    """A tiny real transformers model (2 layers, width 32, random weights) with the real
+    SmolLM2 tokenizer, saved once for the session: the trainer's and the experiment's."""
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny_model(smollm2_tokenizer, n_layer=2, n_embd=32, n_head=2, seed=0).save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM
 
 from paec.cli import main as cli_main
 from paec.config.calibration import PAECConfig
 from paec.config.loss import PolicyLossConfig, PolicyLossType
 from paec.config.training import TrainConfig
 from paec.errors import DatasetError
-from paec.modeling.loader import tiny_model
 from paec.modeling.lora import is_lora_checkpoint
 from paec.training.callbacks import Callback, StopRequest
 from paec.training.checkpoint import read_sidecar, verify_checkpoint
@@ -26,15 +25,6 @@ from paec.training.trainer import Trainer
 # sees reward variance within its groups.
 FUZZY = {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
          "reference": "{{item.prompt}}", "evaluation_metric": "fuzzy_match"}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory,
-             smollm2_tokenizer: PreTrainedTokenizerBase) -> Path:
-    folder = tmp_path_factory.mktemp("tiny")
-    tiny_model(smollm2_tokenizer, n_layer=2, n_embd=32, n_head=2, seed=0).save_pretrained(folder)
-    smollm2_tokenizer.save_pretrained(folder)
-    return folder
 
 
 def config(tiny_dir: Path, out: Path, **kw: Any) -> TrainConfig:
