@@ -10,6 +10,8 @@ Two JSONL forms are accepted, one JSON object per line:
 
 Every row is validated before anything is returned: a bad file raises one `DatasetError`
 listing each bad row's line and field, so a user fixes the whole file in one round.
+A `RowConverter` (the public datasets' layouts of `paec.formats`) may turn each parsed row
+into one of these forms first; the result is then validated as any row.
 The built-in tasks (`BUILTIN_TASKS`) are generated offline and seeded, so the service runs
 without any user data or network.
 """
@@ -42,6 +44,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _LONE_SURROGATE = ("holds a lone surrogate (a \\ud800-\\udfff escape that is not half of a "
                    "pair), which is not text")
 
+RowConverter = Callable[[dict[str, Any], int], dict[str, Any] | list[RowError]]
+"""Turns a parsed row (a JSON object) of another layout, at a line, into a row of this
+module's forms, or returns the errors naming the line and the source's field
+(`paec.formats.row_converter`)."""
+
 
 @dataclass(frozen=True)
 class Example:
@@ -69,27 +76,32 @@ class Example:
 
 
 def load_jsonl(source: str | os.PathLike[str] | Iterable[str | bytes], *,
-               max_errors: int = 50) -> list[Example]:
+               max_errors: int = 50, convert: RowConverter | None = None) -> list[Example]:
     """Load and validate a JSONL dataset from a path (str or PathLike) or from its lines.
 
     Blank lines are skipped but still counted, so ``Example.index`` and error lines are the
     file's line numbers. Raises `DatasetError` listing every bad row (the message shows the
-    first ``max_errors``); nothing is returned unless every row is valid.
+    first ``max_errors``); nothing is returned unless every row is valid. ``convert``, if
+    given, turns each parsed row into one of the module's forms before it is validated.
     """
     if isinstance(source, str | os.PathLike):
         # Binary, so that a line that is not UTF-8 is one row error and not a crash.
         with open(source, "rb") as f:
-            return _load_lines(f, max_errors=max_errors)
-    return _load_lines(source, max_errors=max_errors)
+            return _load_lines(f, max_errors=max_errors, convert=convert)
+    return _load_lines(source, max_errors=max_errors, convert=convert)
 
 
 def load_examples(source: str | os.PathLike[str], *, size: int = 256, seed: int = 0,
-                  max_errors: int = 50) -> list[Example]:
+                  max_errors: int = 50, convert: RowConverter | None = None) -> list[Example]:
     """A built-in task (a name in `BUILTIN_TASKS`: ``size`` examples drawn with ``seed``) or
-    a JSONL file (every row, in file order; ``size`` and ``seed`` are then ignored)."""
+    a JSONL file (every row, in file order, each through ``convert`` if given; ``size`` and
+    ``seed`` are then ignored). A built-in task with a ``convert`` is a `DatasetError`."""
     if isinstance(source, str) and source.startswith("builtin:"):
+        if convert is not None:
+            raise DatasetError(f"{source} is a built-in task: a data format applies to "
+                               "JSONL files only")
         return builtin_task(source, size=size, seed=seed)
-    return load_jsonl(source, max_errors=max_errors)
+    return load_jsonl(source, max_errors=max_errors, convert=convert)
 
 
 def load_jsonl_bytes(data: bytes, *, max_errors: int = 50) -> list[Example]:
@@ -109,18 +121,28 @@ def validate_jsonl_file(path: str | os.PathLike[str], *, max_errors: int = 50) -
         return _count_lines(f, max_errors=max_errors)
 
 
+def scan_jsonl_file(path: str | os.PathLike[str], keep: Callable[[Example], None], *,
+                    convert: RowConverter | None = None, max_errors: int = 50) -> int:
+    """Read a file a line at a time, handing each valid row (through ``convert`` if given)
+    to ``keep``; return their number, or raise `DatasetError` once the whole file was read
+    if any row is bad (``keep`` has then seen the good ones)."""
+    with open(path, "rb") as f:
+        return _scan_lines(f, max_errors=max_errors, keep=keep, convert=convert)
+
+
 def _count_lines(lines: Iterable[str | bytes], *, max_errors: int) -> int:
     return _scan_lines(lines, max_errors=max_errors, keep=lambda example: None)
 
 
-def _load_lines(lines: Iterable[str | bytes], *, max_errors: int) -> list[Example]:
+def _load_lines(lines: Iterable[str | bytes], *, max_errors: int,
+                convert: RowConverter | None = None) -> list[Example]:
     examples: list[Example] = []
-    _scan_lines(lines, max_errors=max_errors, keep=examples.append)
+    _scan_lines(lines, max_errors=max_errors, keep=examples.append, convert=convert)
     return examples
 
 
 def _scan_lines(lines: Iterable[str | bytes], *, max_errors: int,
-                keep: Callable[[Example], None]) -> int:
+                keep: Callable[[Example], None], convert: RowConverter | None = None) -> int:
     """Parse every line, hand each valid row to `keep`, and return their number; raise
     `DatasetError` once the whole input was read if any row is bad.
 
@@ -155,7 +177,7 @@ def _scan_lines(lines: Iterable[str | bytes], *, max_errors: int,
         if not text.strip():
             continue
         seen_any = True
-        result = parse_row(text, number)
+        result = parse_row(text, number, convert)
         if isinstance(result, Example):
             count += 1
             keep(result)
@@ -174,8 +196,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_row(text: str, line: int) -> Example | list[RowError]:
-    """Parse one JSONL line: the `Example`, or every error found in it."""
+def parse_row(text: str, line: int,
+              convert: RowConverter | None = None) -> Example | list[RowError]:
+    """Parse one JSONL line (through ``convert`` if given, once the JSON is known to be an
+    object of sane depth and text): the `Example`, or every error found in it."""
     try:
         row = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
@@ -189,6 +213,11 @@ def parse_row(text: str, line: int) -> Example | list[RowError]:
     problem = _check_values(row, line)
     if problem is not None:
         return [problem]
+    if convert is not None:
+        converted = convert(row, line)
+        if isinstance(converted, list):
+            return converted
+        row = converted
     if "messages" in row:
         errors = _check_messages(row, line)
         messages = [] if errors else [{"role": m["role"], "content": m["content"]}

@@ -1,5 +1,5 @@
 """A reinforcement job's hyperparameters: OpenAI's fields and our extensions, mapped onto
-`paec.config.training.TrainConfig` and validated by building it (openai-compat a.3.1).
+`paec.config.training.TrainConfig` and validated by building it (docs/openai.md 3.1).
 
 OpenAI's fields (each may be "auto", meaning TrainConfig's default):
 
@@ -12,8 +12,8 @@ OpenAI's fields (each may be "auto", meaning TrainConfig's default):
 
 Extensions are TrainConfig's own field names (`group_size`, `paec: {...}`, `loss: {...}`),
 sent next to them in `method.reinforcement.hyperparameters` (the client passes unknown keys
-through, a.1). Fields the server controls (paths, grader, seed) are refused. Every error
-is an InvalidRequestError whose `param` is the full path of the field.
+through, docs/openai.md 1). Fields the server controls (paths, grader, seed) are refused.
+Every error is an InvalidRequestError whose `param` is the full path of the field.
 
 Bounds: TrainConfig bounds every integer and keeps every float finite; on top of
 that the operator's `JobLimits` (PAEC_MAX_JOB_STEPS, PAEC_MAX_JOB_COMPLETIONS_PER_STEP,
@@ -58,10 +58,13 @@ BUILTIN_TASK_KEYS = frozenset({"train_size", "validation_size"})
 OPENAI_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs", "eval_interval",
                "eval_samples", "reasoning_effort", "compute_multiplier")
 LIBRARY_KEYS = frozenset({"report_to"})
+FORMAT_KEYS = frozenset({"data_format", "validation_data_format"})
+"""Library-only: the service stores paec's own rows; public layouts (GSM8K, MATH, DAPO, AIME,
+AMC) are converted when uploading (`paec files upload FILE --format NAME`)."""
 """TrainConfig fields of the library alone: a job's metrics go to the service's own store (the
 metrics routes, the stream, the dashboard), never to a logger a tenant picks on the worker."""
 USER_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
-                  if f.name not in SERVER_KEYS | BUILTIN_TASK_KEYS | LIBRARY_KEYS)
+                  if f.name not in SERVER_KEYS | BUILTIN_TASK_KEYS | LIBRARY_KEYS | FORMAT_KEYS)
 """The TrainConfig fields a request may set, in TrainConfig's order."""
 JOB_DEFAULTS: dict[str, Any] = {"trace_samples": 4}
 """Where a job's default differs from the library's: jobs keep the per-token traces of 4
@@ -110,6 +113,9 @@ class Hyperparameters:
     total_steps: int
     device: str = DEVICE_ANY
     """The device kind the job asks for (store.queue.DEVICE_KINDS): where it is routed."""
+    warnings: tuple[str, ...] = ()
+    """TrainConfig.warnings(): valid settings that are almost surely a mistake (the job
+    records each as a `warn` event)."""
 
 
 def _error(param: str, message: str) -> InvalidRequestError:
@@ -308,6 +314,10 @@ def _check_keys(raw: Mapping[str, Any]) -> None:
             raise _error(f"{PARAM}.{key}", "is set by the server and cannot be sent "
                          "(model, training_file, validation_file, grader and seed are "
                          "fields of the request itself)")
+        if key in FORMAT_KEYS:
+            raise _error(f"{PARAM}.{key}", "the service trains on paec's own rows; convert a "
+                         "public dataset's layout when uploading: paec files upload FILE "
+                         "--format NAME (docs/datasets.md)")
         if key in LIBRARY_KEYS:
             raise _error(f"{PARAM}.{key}", "is for library users (python -m paec train); a "
                          "job's metrics are in /api/jobs/{id}/metrics, its stream and the "
@@ -369,7 +379,8 @@ def resolve_hyperparameters(raw: object, *, training_rows: int,
             **{key: full[key] for key in USER_KEYS}}
     stored = {k: v for k, v in full.items() if k not in SERVER_KEYS}
     return Hyperparameters(config=stored, echo=echo, summary=summary,
-                           total_steps=trainer.steps, device=device)
+                           total_steps=trainer.steps, device=device,
+                           warnings=tuple(trainer.warnings()))
 
 
 def job_defaults() -> dict[str, Any]:

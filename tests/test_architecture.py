@@ -40,13 +40,14 @@ PAEC_RULES: dict[str, tuple[str, ...]] = {
     "paec.config": ("paec.config", "paec.errors"),
     "paec.grading": ("paec.grading", "paec.errors"),
     "paec.data": ("paec.errors",),
+    "paec.formats": ("paec.config", "paec.data", "paec.errors", "paec.grading"),
     "paec.calibration": ("paec.calibration", "paec.config", "paec.errors"),
     "paec.modeling": ("paec.modeling", "paec.errors"),
     "paec.training": ("paec.training", "paec.calibration", "paec.config", "paec.data",
-                      "paec.errors", "paec.grading", "paec.modeling"),
+                      "paec.errors", "paec.formats", "paec.grading", "paec.modeling"),
 }
 # The paec the domain (`store`) may import; none of it may import torch (checked below).
-TORCH_FREE_PAEC = ("paec.config", "paec.grading", "paec.data", "paec.errors")
+TORCH_FREE_PAEC = ("paec.config", "paec.grading", "paec.data", "paec.errors", "paec.formats")
 
 
 def under(module: str, prefixes: tuple[str, ...]) -> bool:

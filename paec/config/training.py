@@ -55,6 +55,23 @@ class ReportBackend(StrEnum):
     WANDB = "wandb"
 
 
+class DataFormat(StrEnum):
+    """The public math datasets' JSONL layouts that `data_format` / `validation_data_format`
+    convert on loading; each member is one function of `paec.formats` (docs/datasets.md)."""
+
+    GSM8K = "gsm8k"
+    """{"question", "answer": "<reasoning> #### 42"}: the answer after ####."""
+    MATH = "math"
+    """MATH / MATH-500: {"problem", "solution", "answer"?}: the answer, else the solution's
+    last \\boxed{}."""
+    DAPO = "dapo"
+    """DAPO-Math-17K: {"prompt": [messages], "reward_model": {"ground_truth"}}."""
+    AIME = "aime"
+    """{"problem" or "question", "answer"}: an integer from 0 to 999."""
+    AMC = "amc"
+    """{"problem" or "question", "answer"}: a number or a string."""
+
+
 def parse_report_to(value: object) -> list[str]:
     """`report_to` as TRL takes it, as a list of distinct `ReportBackend` values in the
     given order: a string is a list of one, "all" is every backend and "none" none (each
@@ -96,6 +113,15 @@ class TrainConfig:
     """Held-out prompts for evaluation (same forms as train_data); None: no evaluation."""
     validation_size: int = 64
     """Number of examples drawn from a built-in validation task."""
+    data_format: DataFormat | None = None
+    """Layout of the train_data file: None is paec's own (above); a `DataFormat` (gsm8k,
+    math, dapo, aime, amc) converts each row of that public dataset's layout on loading,
+    a bare problem prompted for its answer in \\boxed{}, DAPO rows keeping DAPO's prompt
+    (`paec.formats`, docs/datasets.md). Files only: with a built-in task it is an error.
+    Ours."""
+    validation_data_format: DataFormat | None = None
+    """Layout of the validation_data file, independent of data_format (train on DAPO rows,
+    evaluate on AIME's; or on paec's own rows with None). Files only. Ours."""
     grader: dict[str, Any] = field(default_factory=default_grader)
     """OpenAI-shaped grader spec (string_check, text_similarity, python, multi, math_verify)."""
     allow_python_grader: bool = False
@@ -177,6 +203,15 @@ class TrainConfig:
         object.__setattr__(self, "report_to", parse_report_to(self.report_to))
         object.__setattr__(self, "lr_schedule",
                            parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
+        for name, source in (("data_format", "train_data"),
+                             ("validation_data_format", "validation_data")):
+            value, data = getattr(self, name), getattr(self, source)
+            if value is None:
+                continue
+            object.__setattr__(self, name, parse_enum(DataFormat, value, f"TrainConfig.{name}"))
+            require(isinstance(data, str) and not data.startswith("builtin:"),
+                    f"TrainConfig.{name}", f"must be null unless {source} is a JSONL file "
+                    f"({source} is {data!r})", value)
         # Every integer is bounded above and every float finite (1e9 completions
         # per prompt, 2^31 steps and a learning rate of 1e302 were accepted). The bounds are
         # far past any run this trainer can do; an operator's tighter limits for the service
@@ -220,6 +255,17 @@ class TrainConfig:
                                         for b in betas),
                 "TrainConfig.adam_betas", "must be two numbers in [0, 1)", betas)
 
+    def warnings(self) -> list[str]:
+        """What is valid but almost surely not what was meant, one sentence each (the trainer
+        logs them, the service records them as the job's first warning events)."""
+        out = []
+        if self.use_paec and self.steps <= self.paec.anchor_steps:
+            out.append(f"steps ({self.steps}) <= paec.anchor_steps "
+                       f"({self.paec.anchor_steps}): the anchor is still being measured at "
+                       "the last step, so PAEC's penalty never acts and this trains as GRPO; "
+                       "lower paec.anchor_steps or raise steps")
+        return out
+
     @property
     def batch_size(self) -> int:
         """Completions per step, B = P * G."""
@@ -231,6 +277,8 @@ class TrainConfig:
         out["loss"] = {k: str(v) if isinstance(v, StrEnum) else v for k, v in out["loss"].items()}
         out["paec"] = self.paec.to_dict()
         out["lr_schedule"] = str(self.lr_schedule)
+        for name in ("data_format", "validation_data_format"):
+            out[name] = None if out[name] is None else str(out[name])
         out["adam_betas"] = list(self.adam_betas)
         return out
 
