@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
-from api import dashboard, errors, logs, openapi, telemetry
+from api import dashboard, errors, logs, openapi, reference, telemetry
 from api.deps import Services
 from api.middleware import RequestContext
 from api.routes import ROUTERS
@@ -55,14 +55,17 @@ def create_app(settings: Settings | None = None, *, queue: TaskQueue | None = No
     settings = settings or Settings()
     logs.configure(settings.log_format)
     services = build_services(settings, queue)
+    # docs_url/redoc_url None: FastAPI's pages load from a CDN; api/reference.py serves
+    # the same pages with their assets from a package.
     app = FastAPI(title="paec", version=VERSION, description=DESCRIPTION,
-                  lifespan=_lifespan(services.engine))
+                  lifespan=_lifespan(services.engine), docs_url=None, redoc_url=None)
     app.state.services = services
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
     telemetry.install(app)
     openapi.install(app)
+    reference.install(app)
     dashboard.install(app)
     # Outermost: every response, errors included, carries the request id.
     app.add_middleware(RequestContext, settings=settings, services=services)
