@@ -7,8 +7,9 @@ SmolLM2-135M-Instruct, submitted over HTTP to the service running on its embedde
 3. evaluate the base model on the held-out set (POST /api/evaluations);
 4. submit the PAEC job (POST /v1/fine_tuning/jobs) and follow it live over SSE: steps,
    reward, entropy, and the masked entropy against PAEC's floor;
-5. evaluate the fine-tuned model; download its checkpoint (sha256 checked), load it with
-   plain transformers and answer one held-out problem;
+5. evaluate the fine-tuned model; download its checkpoint's model-only archive (weights in
+   the trained dtype, configs, tokenizer: not the optimiser state; sha256 checked), load it
+   with plain transformers and answer one held-out problem;
 6. stop everything it started. If a step fails, it says which and why.
 
     python -m client.demo [--steps 8] [--data-dir var/demo] [--model builtin:...]
@@ -214,17 +215,18 @@ def follow(api: httpx.Client, job_id: str) -> str:
 
 
 def download(api: httpx.Client, checkpoint: dict[str, Any], target: Path) -> Path:
-    """Stream the checkpoint archive to disk, check its sha256, unpack it."""
+    """Stream the checkpoint's model-only archive to disk, check its sha256, unpack it."""
     archive = target / "checkpoint.tar"
     digest = hashlib.sha256()
-    with api.stream("GET", checkpoint["download_url"]) as response, open(archive, "wb") as out:
+    with api.stream("GET", checkpoint["download_url"], params={"contents": "model"}
+                    ) as response, open(archive, "wb") as out:
         if response.status_code != 200:
             response.read()
             expect(response, "download the checkpoint")
         for chunk in response.iter_bytes():
             digest.update(chunk)
             out.write(chunk)
-    if digest.hexdigest() != checkpoint["sha256"]:
+    if digest.hexdigest() != checkpoint["model_sha256"]:
         raise DemoError("the downloaded checkpoint's sha256 does not match the server's")
     folder = target / "model"
     with tarfile.open(archive) as tar:
@@ -329,10 +331,15 @@ def load_checkpoint(api: httpx.Client, job: dict[str, Any], target: Path,
     ckpts = expect(api.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints"),
                    "list checkpoints")["data"]
     folder = download(api, ckpts[0], target)
-    say(f"   {ckpts[0]['id']}: {ckpts[0]['bytes'] / 1e6:.0f} MB, sha256 verified, "
+    say(f"   {ckpts[0]['id']}: model-only archive {_mb(ckpts[0]['model_bytes'])} (the "
+        f"full-state one, to resume from, is {_mb(ckpts[0]['bytes'])}), sha256 verified, "
         f"unpacked to {folder}")
     answer = generate(folder, row)
     say(f"   AutoModelForCausalLM.from_pretrained -> {answer}")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size < 10**7 else f"{size / 1e6:.0f} MB"
 
 
 def print_before_after(before: dict[str, float], after: dict[str, float], k: int) -> None:
@@ -362,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         with step("Evaluate the fine-tuned model on the same held-out problems"):
             after = evaluate(api, procs, job["fine_tuned_model"], heldout, args.k)
             say("   " + json.dumps(after))
-        with step("Download the final checkpoint and load it with transformers"):
+        with step("Download the final checkpoint (model only) and load it with transformers"):
             load_checkpoint(api, job, args.data_dir, json.loads(held_bytes.splitlines()[0]))
         print_before_after(before, after, args.k)
         say(f"\nDone in {(time.monotonic() - started) / 60:.1f} min.")

@@ -187,9 +187,14 @@ class Checkpoint(Base):
     model_name: Mapped[str] = mapped_column(String(512), unique=True)
     """`fine_tuned_model_checkpoint`: a model name usable as the base of a job or an eval."""
     storage_key: Mapped[str] = mapped_column(String(512))
-    """The archive (tar) in artifact storage."""
+    """The full-state archive (tar) in artifact storage: everything the trainer saved."""
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    model_storage_key: Mapped[str | None] = mapped_column(String(512), default=None)
+    """The model-only archive (weights, configs, tokenizer, sidecar; a LoRA job's weights
+    merged): what a user downloads. None for a checkpoint registered before it existed."""
+    model_size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    model_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     full_state: Mapped[bool] = mapped_column(Boolean)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

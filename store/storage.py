@@ -9,11 +9,13 @@ are atomic: a temporary file renamed into place, so a reader never sees half an 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -116,18 +118,37 @@ class LocalStorage:
             folder.rmdir()
 
 
-def archive_directory(source: Path, target: Path) -> tuple[int, str]:
-    """Write `source`'s files as an uncompressed tar at `target` (members relative to
-    `source`, sorted, so the same folder gives the same archive); returns (size, sha256)."""
+def archive_directory(source: Path, target: Path, *, exclude: Collection[str] = (),
+                      extra: Mapping[str, bytes] | None = None) -> tuple[int, str]:
+    """Write `source`'s files as an uncompressed tar at `target`: members relative to
+    `source` (`/`-separated), but those whose relative path is in `exclude`, plus the `extra`
+    members written from bytes; sorted by name. Returns (size, sha256).
+
+    A member keeps its file's mtime, an `extra` one the time of writing, so that unpacked
+    files are dated when they were written, not 1970 (issue 19); owners are blanked."""
+    files = {item.relative_to(source).as_posix(): item for item in source.rglob("*")
+             if item.is_file()}
+    members: dict[str, Path | bytes] = {name: path for name, path in files.items()
+                                        if name not in exclude}
+    members.update(extra or {})
+    now = int(time.time())
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
-        for item in sorted(p for p in source.rglob("*") if p.is_file()):
-            info = tar.gettarinfo(str(item), arcname=str(item.relative_to(source)))
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            with open(item, "rb") as fh:
-                tar.addfile(info, fh)
+        for name in sorted(members):
+            member = members[name]
+            if isinstance(member, bytes):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(member), now, 0o644
+                _add_member(tar, info, io.BytesIO(member))
+            else:
+                with open(member, "rb") as fh:
+                    _add_member(tar, tar.gettarinfo(str(member), arcname=name), fh)
     return target.stat().st_size, file_sha256(target)
+
+
+def _add_member(tar: tarfile.TarFile, info: tarfile.TarInfo, reader: BinaryIO) -> None:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, reader)
 
 
 def extract_archive(archive: Path, target: Path) -> None:

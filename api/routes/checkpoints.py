@@ -3,7 +3,14 @@ a checkpoint and serve its archive.
 
     GET  /v1/fine_tuning/jobs/{job_id}/checkpoints   ?after=<checkpoint id>&limit=10
     GET  /api/checkpoints/{checkpoint_id}
-    GET  /api/checkpoints/{checkpoint_id}/download   (also HEAD)
+    GET  /api/checkpoints/{checkpoint_id}/download   ?contents=model|full (also HEAD)
+
+A checkpoint has two archives (store.checkpoints): `model` (the default: weights in their
+trained dtype, configs, tokenizer, sidecar; what `from_pretrained` loads, a LoRA job's
+merged) and `full` (the training state too: what a job resumes from). A checkpoint
+registered before model-only archives has only `full`; asking it for `model` is a 404
+naming `contents`. Everything below refers to the archive served, which the file name of
+`Content-Disposition` (`<job>-step-<n>-model.tar`) and `x-checkpoint-contents` say.
 
 The download streams the tar from storage in chunks (never whole in memory) and supports
 resumable transfers (RFC 9110): `ETag` is the archive's quoted sha256, so `If-None-Match`
@@ -24,6 +31,8 @@ from api.deps import ServicesDep, SessionDep, TenantDep
 from api.schemas.checkpoints import Checkpoint, CheckpointList
 from api.schemas.errors import ERROR_CONTENT
 from store.checkpoints import (
+    ArchiveContents,
+    checkpoint_archive,
     checkpoint_list_object,
     checkpoint_object,
     get_checkpoint,
@@ -122,26 +131,31 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 def download_checkpoint(
     checkpoint_id: str, request: Request, tenant: TenantDep, session: SessionDep,
     services: ServicesDep,
+    contents: Annotated[ArchiveContents, Query(
+        description="`model` (weights, configs, tokenizer) or `full` (also the training "
+                    "state, to resume from).")] = ArchiveContents.MODEL,
     range_: Annotated[str | None, Header(alias="range")] = None,
     if_range: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The checkpoint's tar archive, resumable: `ETag` is its sha256 (`If-None-Match` answers
-    304), one `Range` answers 206 (`If-Range` with another tag sends the whole archive), an
-    unsatisfiable one 416."""
+    """A tar archive of the checkpoint (`contents`: model only, the default, or full state),
+    resumable: `ETag` is its sha256 (`If-None-Match` answers 304), one `Range` answers 206
+    (`If-Range` with another tag sends the whole archive), an unsatisfiable one 416."""
     checkpoint = get_checkpoint(session, tenant.id, checkpoint_id)
+    archive = checkpoint_archive(checkpoint, contents)
     session.close()  # nothing else needs the database while the bytes stream
     storage = services.storage
     try:
-        size = storage.size(checkpoint.storage_key)
+        size = storage.size(archive.key)
     except FileNotFoundError:
-        raise NotFoundError(f"the archive of checkpoint {checkpoint_id} is missing from "
-                            "storage", param="checkpoint_id") from None
-    etag = f'"{checkpoint.sha256}"'
+        raise NotFoundError(f"the {contents} archive of checkpoint {checkpoint_id} is missing "
+                            "from storage", param="checkpoint_id") from None
+    etag = f'"{archive.sha256}"'
+    name = f"{checkpoint.job_id}-step-{checkpoint.step}-{contents}.tar"
     headers = {
-        "ETag": etag, "Accept-Ranges": "bytes", "x-checkpoint-sha256": checkpoint.sha256,
-        "Content-Disposition":
-            f'attachment; filename="{checkpoint.job_id}-step-{checkpoint.step}.tar"',
+        "ETag": etag, "Accept-Ranges": "bytes", "x-checkpoint-sha256": archive.sha256,
+        "x-checkpoint-contents": str(contents),
+        "Content-Disposition": f'attachment; filename="{name}"',
     }
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
@@ -162,6 +176,6 @@ def download_checkpoint(
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type="application/x-tar")
-    return StreamingResponse(iter_range(storage.open(checkpoint.storage_key), first, length),
+    return StreamingResponse(iter_range(storage.open(archive.key), first, length),
                              status_code=status, headers=headers,
                              media_type="application/x-tar")

@@ -1,10 +1,13 @@
 """`make demo`'s script, end to end at a small size so that it cannot rot: the real API and
 worker processes on the embedded default (SQLite, server-free broker), a tiny model from an
-operator models directory instead of SmolLM2, three steps."""
+operator models directory instead of SmolLM2, three steps; the checkpoint it downloads is
+the model-only archive."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +37,16 @@ def test_the_demo_runs_a_job_over_http_on_the_embedded_default(
                  "sha256 verified", "AutoModelForCausalLM.from_pretrained ->",
                  "== Before vs after"):
         assert seen in text, text[-3000:]
+    # It downloaded the model-only archive, not the one with the training state (issue 19).
+    # (How much smaller it is depends on the optimiser's state: tests/api/test_checkpoints.py;
+    # three steps of an untrained tiny model may leave it nearly empty.)
+    sizes = re.search(r"model-only archive ([0-9.]+) MB \(the full-state one, to resume "
+                      r"from, is ([0-9.]+) MB\), sha256 verified", text)
+    assert sizes is not None, text[-3000:]
+    assert float(sizes.group(1)) <= float(sizes.group(2))
+    model = tmp_path / "demo" / "model"
+    assert (model / "model.safetensors").is_file() and not (model / "training_state.pt").exists()
+    assert json.loads((model / "checkpoint.json").read_text())["contents"] == "model"
     # it stopped everything it started: no process still holds its data folder's database
     lsof = subprocess.run(["fuser", str(tmp_path / "demo" / "paec.db")], capture_output=True)
     assert lsof.stdout.strip() == b""

@@ -1,10 +1,18 @@
-"""store.checkpoints on a real Postgres built by the migrations: registration is idempotent
-per (job, step), a lost archive is uploaded again, resume finds the newest full-state
-checkpoint, and fetching verifies the archive's sha256 before unpacking it."""
+"""store.checkpoints on a real Postgres built by the migrations: a checkpoint is stored as a
+full-state archive and a model-only one (no training state, its own sidecar, real mtimes),
+registration is idempotent per (job, step), a lost archive is uploaded again, resume finds
+the newest full-state checkpoint, fetching verifies the archive's sha256 before unpacking
+it, pruning deletes both archives, and a row from before model-only archives still works."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
+import os
+import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import ids
 from store.checkpoints import (
+    ArchiveContents,
     CheckpointIntegrityError,
+    ModelArchiveMissingError,
+    archive_keys,
+    checkpoint_archive,
     checkpoint_model_name,
     fetch_checkpoint,
     fine_tuned_model_name,
@@ -50,6 +62,50 @@ def folder(tmp_path: Path) -> Path:
     (root / "model.safetensors").write_bytes(bytes(range(256)) * 64)
     (root / "tokenizer" / "tokenizer.json").write_text("{}")
     return root
+
+
+MTIME = 1_767_323_096
+"""When the trainer wrote the files of `trainer_folder` (2026-01-02): archives keep it."""
+WEIGHTS = 64 * 1024
+OPTIMISER = 3 * WEIGHTS
+"""The training state is the bulk of a full checkpoint (AdamW: two moments per weight)."""
+
+
+def write_trainer_checkpoint(root: Path, files: dict[str, bytes], step: int) -> Path:
+    """A folder in the trainer's checkpoint format: `files` and a sidecar listing them with
+    their sha256s (paec.training.checkpoint), all dated MTIME."""
+    root.mkdir(parents=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    listed = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+              for name, data in sorted(files.items())}
+    (root / "checkpoint.json").write_text(json.dumps(
+        {"format": 1, "step": step, "metrics": {"reward/mean": 0.25}, "files": listed}))
+    for item in root.iterdir():
+        os.utime(item, (MTIME, MTIME))
+    return root
+
+
+@pytest.fixture
+def trainer_folder(tmp_path: Path) -> Path:
+    """A full-weight checkpoint as the trainer writes it: model, configs, tokenizer, training
+    state, sidecar."""
+    return write_trainer_checkpoint(tmp_path / "checkpoint-000005", {
+        "config.json": b'{"model_type": "llama"}',
+        "generation_config.json": b'{"pad_token_id": 2}',
+        "model.safetensors": os.urandom(WEIGHTS), "tokenizer.json": b'{"version": "1.0"}',
+        "tokenizer_config.json": b"{}", "training_state.pt": os.urandom(OPTIMISER)}, 5)
+
+
+def members(storage: LocalStorage, key: str) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    """An archive's members by name: (header, bytes)."""
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(storage.path(key).read_bytes())) as tar:
+        for info in tar.getmembers():
+            reader = tar.extractfile(info)
+            assert reader is not None
+            out[info.name] = (info, reader.read())
+    return out
 
 
 def new_job(sessions: sessionmaker[Session], **fields: object) -> Job:
@@ -137,7 +193,8 @@ def test_two_writers_of_one_step_keep_the_winner_s_bytes_and_nothing_of_the_lose
     loser = register(sessions, RacingStorage(tmp_path / "race"), job, 4, folder)
     assert loser.id == winner[0].id and loser.sha256 == winner[0].sha256
     archives = list((tmp_path / "race" / "checkpoints").rglob("*.tar"))
-    assert [a.name for a in archives] == [Path(winner[0].storage_key).name]
+    assert sorted(a.name for a in archives) == sorted(Path(k).name
+                                                      for k in archive_keys(winner[0]))
     fetched = fetch_checkpoint(storage, loser, tmp_path / "fetched")  # sha256 verified
     assert (Path(fetched) / "config.json").read_text() == (other / "config.json").read_text()
 
@@ -206,13 +263,14 @@ def test_retention_keeps_the_newest_the_final_the_shared_and_the_used_checkpoint
     archives of the older full-state checkpoints, except the final one (the job's last
     step), one shared with another tenant and one a queued job trains from."""
     job = new_job(sessions, total_steps=10, status="running")
-    keys: dict[int, str] = {}
+    keys: dict[int, list[str]] = {}
     deleted: list[str] = []
     for step in (1, 2, 3, 10, 11, 12):
         with transaction(sessions) as session:
             row = register_checkpoint(session, storage, job, step, folder, full_state=True,
                                       metrics={})
-            keys[step] = row.storage_key
+            keys[step] = archive_keys(row)
+            assert len(keys[step]) == 2  # the full-state archive and the model-only one
             if step == 2:  # shared with another tenant
                 other, _ = new_tenant_key(sessions)
                 session.add(CheckpointPermission(id=ids.new_id(ids.CHECKPOINT_PERMISSION),
@@ -224,9 +282,9 @@ def test_retention_keeps_the_newest_the_final_the_shared_and_the_used_checkpoint
         for key in pruned:
             storage.delete(key)
         deleted += pruned
-    assert deleted == [keys[1]]  # 2 shared, 3 used, 10 final, 11 and 12 the newest two
-    assert not storage.exists(keys[1])
-    assert all(storage.exists(keys[s]) for s in (2, 3, 10, 11, 12))
+    assert deleted == keys[1]  # 2 shared, 3 used, 10 final, 11 and 12 the newest two
+    assert not any(storage.exists(key) for key in keys[1])
+    assert all(storage.exists(key) for s in (2, 3, 10, 11, 12) for key in keys[s])
     with sessions() as session:
         steps = list(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job.id)
                                      .order_by(Checkpoint.step)))
@@ -247,3 +305,119 @@ def test_retention_keeps_checkpoints_that_are_not_full_state(
         steps = list(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job.id)
                                      .order_by(Checkpoint.step)))
     assert steps == [1, 3] and storage.exists(exported.storage_key)
+
+
+def test_a_checkpoint_is_stored_as_a_full_state_archive_and_a_model_only_one(
+        sessions: sessionmaker[Session], storage: LocalStorage, trainer_folder: Path,
+        tmp_path: Path) -> None:
+    ckpt = register(sessions, storage, new_job(sessions), 5, trainer_folder)
+    originals = {p.name: p.read_bytes() for p in trainer_folder.iterdir()}
+    full = members(storage, ckpt.storage_key)
+    assert {name: data for name, (_, data) in full.items()} == originals
+    assert ckpt.model_storage_key is not None
+    model = members(storage, ckpt.model_storage_key)
+    assert sorted(model) == sorted(set(originals) - {"training_state.pt"})
+    assert all(model[name][1] == originals[name] for name in model if name != "checkpoint.json")
+    sidecar = json.loads(model["checkpoint.json"][1])
+    assert (sidecar["contents"], sidecar["step"], sidecar["metrics"]) == (
+        "model", 5, {"reward/mean": 0.25})
+    assert sidecar["files"] == {
+        name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        for name, (_, data) in model.items() if name != "checkpoint.json"}
+    for archive in (checkpoint_archive(ckpt, ArchiveContents.FULL),
+                    checkpoint_archive(ckpt, ArchiveContents.MODEL)):
+        data = storage.path(archive.key).read_bytes()
+        assert (archive.size, archive.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (checkpoint_archive(ckpt, ArchiveContents.MODEL).key, ckpt.model_size) == (
+        ckpt.model_storage_key, storage.size(ckpt.model_storage_key))
+    # The difference is the training state, give or take the tar's padding to 10 KiB
+    # records, a header and the sidecars.
+    assert abs((ckpt.size - (ckpt.model_size or 0)) - OPTIMISER) <= 2 * tarfile.RECORDSIZE
+    # Resume still unpacks the full state.
+    fetched = fetch_checkpoint(storage, ckpt, tmp_path / "resume")
+    assert (fetched / "training_state.pt").read_bytes() == originals["training_state.pt"]
+
+
+def test_archive_members_carry_the_files_mtimes_not_1970(
+        sessions: sessionmaker[Session], storage: LocalStorage, trainer_folder: Path,
+        tmp_path: Path) -> None:
+    before = int(time.time())
+    ckpt = register(sessions, storage, new_job(sessions), 5, trainer_folder)
+    after = time.time()
+    assert ckpt.model_storage_key is not None
+    full, model = members(storage, ckpt.storage_key), members(storage, ckpt.model_storage_key)
+    assert {name: int(info.mtime) for name, (info, _) in full.items()} == dict.fromkeys(
+        full, MTIME)
+    sidecar_time = model.pop("checkpoint.json")[0].mtime  # written at registration
+    assert before <= sidecar_time <= after
+    assert {int(info.mtime) for info, _ in model.values()} == {MTIME}
+    assert all((info.uid, info.uname) == (0, "") for info, _ in full.values())
+    fetched = fetch_checkpoint(storage, ckpt, tmp_path / "fetched")
+    assert int((fetched / "training_state.pt").stat().st_mtime) == MTIME
+
+
+def test_a_lora_checkpoint_s_model_archive_holds_the_merged_model_it_is_given(
+        sessions: sessionmaker[Session], storage: LocalStorage, tmp_path: Path) -> None:
+    adapter = write_trainer_checkpoint(tmp_path / "lora", {
+        "adapter_config.json": b'{"r": 4}', "adapter_model.safetensors": os.urandom(1000),
+        "tokenizer.json": b"{}", "training_state.pt": os.urandom(2000)}, 3)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text('{"model_type": "llama"}')
+    (merged / "model.safetensors").write_bytes(os.urandom(WEIGHTS))
+    (merged / "tokenizer.json").write_text("{}")
+    job = new_job(sessions)
+    # An adapter alone is not a model plain transformers loads: the merge is required.
+    with pytest.raises(ValueError, match="LoRA adapter"):
+        register(sessions, storage, job, 3, adapter)
+    assert not storage.path("checkpoints").exists()
+    with transaction(sessions) as session:
+        ckpt = register_checkpoint(session, storage, job, 3, adapter, full_state=True,
+                                   metrics={}, model_folder=merged)
+    assert "adapter_model.safetensors" in members(storage, ckpt.storage_key)
+    assert ckpt.model_storage_key is not None
+    model = members(storage, ckpt.model_storage_key)
+    assert sorted(model) == ["checkpoint.json", "config.json", "model.safetensors",
+                             "tokenizer.json"]
+    assert model["model.safetensors"][1] == (merged / "model.safetensors").read_bytes()
+    sidecar = json.loads(model["checkpoint.json"][1])
+    assert sidecar["step"] == 3 and sorted(sidecar["files"]) == [
+        "config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_a_missing_model_archive_is_uploaded_again_and_the_full_one_kept(
+        sessions: sessionmaker[Session], storage: LocalStorage, trainer_folder: Path) -> None:
+    job = new_job(sessions)
+    first = register(sessions, storage, job, 5, trainer_folder)
+    full_key, model_key = first.storage_key, first.model_storage_key
+    assert model_key is not None
+    storage.delete(model_key)
+    again = register(sessions, storage, job, 5, trainer_folder)
+    assert (again.id, again.storage_key, again.sha256) == (first.id, full_key, first.sha256)
+    assert again.model_storage_key not in (None, model_key)
+    assert storage.size(str(again.model_storage_key)) == again.model_size
+
+
+def test_a_row_from_before_model_archives_serves_its_full_archive_and_says_so_for_the_model(
+        sessions: sessionmaker[Session], storage: LocalStorage, trainer_folder: Path,
+        tmp_path: Path) -> None:
+    job = new_job(sessions)
+    ckpt = register(sessions, storage, job, 5, trainer_folder)
+    storage.delete(str(ckpt.model_storage_key))
+    with transaction(sessions) as session:  # as migration 0004 leaves an older row
+        row = session.get(Checkpoint, ckpt.seq)
+        assert row is not None
+        row.model_storage_key = row.model_size = row.model_sha256 = None
+    with sessions() as session:
+        old = session.get(Checkpoint, ckpt.seq)
+        assert old is not None
+    assert archive_keys(old) == [ckpt.storage_key]
+    assert checkpoint_archive(old, ArchiveContents.FULL).key == ckpt.storage_key
+    with pytest.raises(ModelArchiveMissingError, match="contents=full") as raised:
+        checkpoint_archive(old, ArchiveContents.MODEL)
+    assert (raised.value.status_code, raised.value.param) == (404, "contents")
+    assert (fetch_checkpoint(storage, old, tmp_path / "resume") / "training_state.pt").is_file()
+    # A replay of its step (a resumed job saves it again) adds the model archive.
+    again = register(sessions, storage, job, 5, trainer_folder)
+    assert (again.storage_key, again.sha256) == (ckpt.storage_key, ckpt.sha256)
+    assert again.model_storage_key is not None and storage.exists(again.model_storage_key)

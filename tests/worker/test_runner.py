@@ -178,5 +178,6 @@ def test_a_worker_that_lost_its_claim_writes_nothing_more_and_stops(
     callback.on_checkpoint(2, folder, {"metrics": {}})
     callback.on_eval(2, {"eval/avg@2": 0.5})
     assert written() == (metrics, checkpoints, events)  # nothing more from the stale worker
-    assert len(list((tmp_path / "artifacts").rglob("*.tar"))) == 1
+    # the full-state and the model-only archives of step 1, and nothing of step 2
+    assert len(list((tmp_path / "artifacts").rglob("*.tar"))) == 2
     assert callback.lost and callback.should_stop() is StopRequest.CANCEL
