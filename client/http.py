@@ -265,8 +265,10 @@ class Client:
         return self.json("GET", f"/api/checkpoints/{checkpoint_id}")
 
     def download_checkpoint(self, checkpoint_id: str, target: Path,
-                            progress: Progress | None = None) -> Path:
-        """Stream the checkpoint's tar archive to `target`, through `target.part`.
+                            progress: Progress | None = None, *, contents: str = "model"
+                            ) -> Path:
+        """Stream an archive of the checkpoint to `target`, through `target.part`: `contents`
+        "model" (weights, configs, tokenizer) or "full" (also the training state).
 
         A `.part` left by an interrupted download is continued with `Range` (and
         `If-Range`, so an archive that changed since is sent whole instead); the sha256 of
@@ -282,7 +284,9 @@ class Client:
                 while chunk := f.read(CHUNK):
                     digest.update(chunk)
             checkpoint = self.get_checkpoint(checkpoint_id)
-            sha, size = str(checkpoint["sha256"]), int(checkpoint["bytes"])
+            prefix = "model_" if contents == "model" else ""
+            sha = str(checkpoint[f"{prefix}sha256"] or "")  # no such archive: 404 below
+            size = int(checkpoint[f"{prefix}bytes"] or 0)
             if have == size and digest.hexdigest() == sha:  # done before; not yet renamed
                 part.replace(target)
                 return target
@@ -293,7 +297,8 @@ class Client:
                 headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha}"'}
         try:
             with self.stream("GET", f"/api/checkpoints/{checkpoint_id}/download",
-                             headers=headers, timeout=httpx.Timeout(30, read=300)) as response:
+                             params={"contents": contents}, headers=headers,
+                             timeout=httpx.Timeout(30, read=300)) as response:
                 expected = response.headers.get("x-checkpoint-sha256", "")
                 length = int(response.headers.get("content-length", "0"))
                 if response.status_code != 206:  # the whole archive: start over

@@ -1,37 +1,41 @@
 """The `paec` command against the real API over HTTP (no worker: job progress is arranged by
-writing the rows a worker would write): files, job submission with uploads and overrides,
-status, events, state changes, following the live stream (success, failure, pause, a
-dropped connection), metrics CSV, checkpoint downloads (sha256, unpacking, resuming a
-partial file), graders, evaluations, and the errors a user meets (wrong key, server down)."""
+writing the rows a worker would write): files, job submission with uploads and overrides
+(and no orphan file after a refused one), the method each job trains, status, events, state
+changes, following the live stream (queued, success, failure, pause, a dropped connection),
+metrics CSV, comparing jobs, checkpoint downloads (sha256, unpacking, resuming a partial
+file), graders, evaluations (their progress, the defaults --help shows), and the errors a
+user meets (wrong key, server down)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.routes import stream
 from store.checkpoints import register_checkpoint
 from store.db import transaction
 from store.evaluations import finish_evaluation
-from store.events import add_event
 from store.metrics import record_metrics
 from store.models import Checkpoint, Evaluation, Job
-from store.runs import step_event_data, step_message
 from store.storage import LocalStorage
-from tests.client.conftest import Paec
+from tests.client.conftest import (
+    DroppingProxy,
+    Paec,
+    add_step,
+    later,
+    method,
+    set_status,
+    step_metrics,
+)
 from tests.service import ROOT, free_port, make_file, make_job
 
 Sessions = sessionmaker[Session]
@@ -39,39 +43,6 @@ GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.output_tex
           "reference": "{{item.answer}}", "operation": "eq"}
 DATASET = b"".join(b'{"prompt": "What is %d + 1?", "answer": "%d"}\n' % (i, i + 1)
                    for i in range(4))
-
-
-def step_metrics(step: int) -> dict[str, float]:
-    return {"reward/mean": step / 10, "entropy": 1.0 + step / 100,
-            "entropy/masked": 0.5 + step / 100, "paec/floor": 0.4}
-
-
-def add_step(sessions: Sessions, job_id: str, step: int, total: int) -> None:
-    """What the worker writes for one training step: metric rows and a metrics event."""
-    metrics = step_metrics(step)
-    with transaction(sessions) as session:
-        record_metrics(session, job_id, step, metrics)
-        add_event(session, job_id, step_message(step, total, metrics), type_="metrics",
-                  data=step_event_data(step, total, metrics), key=f"step:{step}")
-        session.execute(update(Job).where(Job.id == job_id).values(step=step))
-
-
-def set_status(sessions: Sessions, job_id: str, status: str, message: str,
-               error: dict[str, Any] | None = None) -> None:
-    """The job's last event and its new status, committed together as the worker does."""
-    with transaction(sessions) as session:
-        add_event(session, job_id, message, level="error" if error else "info")
-        session.execute(update(Job).where(Job.id == job_id).values(status=status, error=error))
-
-
-def later(delay: float, action: Any, *args: Any) -> threading.Thread:
-    """Run `action(*args)` after `delay` seconds in a thread (started)."""
-    def run() -> None:
-        time.sleep(delay)
-        action(*args)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def job_row(sessions: Sessions, job_id: str) -> Job:
@@ -149,6 +120,30 @@ def test_an_invalid_config_prints_the_apis_message_code_and_param(
     assert "HTTP 400" in run.err and "param method.reinforcement.grader" in run.err
 
 
+def test_a_refused_submit_deletes_the_file_it_uploaded(paec: Paec, dataset: Path,
+                                                      tmp_path: Path) -> None:
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"model": "builtin:smollm2-135m-instruct",
+                                  "training_path": dataset.name}))  # no grader: refused
+    run = paec("jobs", "submit", str(config))
+    assert run.code == 1 and "param method.reinforcement.grader" in run.err
+    uploaded = re.search(r"as (file-\w+)", run.err)
+    assert uploaded is not None, run.err  # it did upload, then deleted the file again
+    assert f"deleted {uploaded.group(1)} again (the job was not created)" in run.err
+    assert paec("files", "list").out.strip() == "no files"
+
+
+def test_a_bad_set_override_is_refused_before_anything_is_uploaded(
+        paec: Paec, dataset: Path, tmp_path: Path) -> None:
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"model": "builtin:smollm2-135m-instruct",
+                                  "training_path": dataset.name, "grader": GRADER}))
+    run = paec("jobs", "submit", str(config), "--set", "paec.quantile")
+    assert run.code == 1 and "--set takes key=value" in run.err
+    assert "uploaded" not in run.err
+    assert paec("files", "list").out.strip() == "no files"
+
+
 def test_jobs_list_filters_by_metadata(paec: Paec, sessions: Sessions,
                                        tenant: tuple[str, str]) -> None:
     keep = make_job(sessions, tenant[0], metadata_={"team": "rl"})
@@ -170,6 +165,32 @@ def test_status_shows_the_step_and_the_latest_metrics(paec: Paec, sessions: Sess
                                                                              "0.4")
     as_json = json.loads(paec("jobs", "status", job_id, "--json").out)
     assert as_json["latest_metrics"] == step_metrics(3)
+
+
+def test_list_and_status_show_the_method_each_job_trains(paec: Paec, sessions: Sessions,
+                                                        tenant: tuple[str, str]) -> None:
+    jobs = {
+        make_job(sessions, tenant[0], method=method(use_paec=True, loss={
+            "loss_type": "grpo", "entropy_coef": 0.0})): "PAEC",
+        make_job(sessions, tenant[0], method=method(use_paec=False, loss={
+            "loss_type": "grpo", "entropy_coef": 0.01})): "GRPO + entropy",
+        make_job(sessions, tenant[0], method=method(use_paec=False, loss={
+            "loss_type": "grpo", "high_entropy_quantile": 0.8})): "GRPO + 80/20",
+        make_job(sessions, tenant[0], method=method(use_paec=True, loss={
+            "loss_type": "cispo"})): "PAEC (CISPO)",
+        make_job(sessions, tenant[0], method=method(use_paec=False, loss={
+            "loss_type": "a_new_loss"})): "a_new_loss",
+    }
+    run = paec("jobs", "list")
+    header, *rows = run.out.splitlines()
+    assert re.split(r"\s{2,}", header)[:3] == ["ID", "STATUS", "METHOD"]
+    assert {re.split(r"\s{2,}", r)[0]: re.split(r"\s{2,}", r)[2] for r in rows} == jobs
+    for job_id, name in jobs.items():
+        fields = dict(re.split(r"\s{2,}", line, maxsplit=1)
+                      for line in paec("jobs", "status", job_id).out.splitlines())
+        assert fields["method"] == name
+        as_json = json.loads(paec("jobs", "status", job_id, "--json").out)
+        assert as_json["method_name"] == name
 
 
 def test_events_are_printed_oldest_first(paec: Paec, sessions: Sessions,
@@ -211,6 +232,32 @@ def test_follow_shows_progress_and_exits_0_when_the_job_succeeds(
     assert f"{job_id} succeeded" in run.out
 
 
+def test_follow_prints_the_status_while_queued_and_when_it_changes(
+        paec: Paec, sessions: Sessions, tenant: tuple[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "KEEPALIVE_S", 0.5)  # the server's silence before a keep-alive
+    job_id = make_job(sessions, tenant[0], status="queued", total_steps=2)
+    set_status(sessions, job_id, "queued", "Job queued")
+
+    def start_and_finish() -> None:
+        set_status(sessions, job_id, "running", "Training started on w1 (attempt 1)")
+        time.sleep(1.5)  # a few stream polls: follow sees the job running before its steps
+        for step in (1, 2):
+            add_step(sessions, job_id, step, 2)
+        set_status(sessions, job_id, "succeeded", "The job has successfully completed")
+    thread = later(2.0, start_and_finish)
+    run = paec("jobs", "follow", job_id)
+    thread.join()
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == f"{job_id} is queued (waiting for a worker)", run.out
+    assert any(line.startswith(f"{job_id} is still queued (") for line in lines)
+    changed = lines.index(f"{job_id}: queued -> running")
+    assert lines.index(next(x for x in lines if "Training started" in x)) < changed
+    assert "] 2/2 reward 0.2" in run.err
+    assert lines[-1].startswith(f"{job_id} succeeded")
+
+
 def test_follow_exits_1_and_prints_the_error_when_the_job_fails(
         paec: Paec, sessions: Sessions, tenant: tuple[str, str]) -> None:
     job_id = make_job(sessions, tenant[0], status="running")
@@ -232,58 +279,6 @@ def test_follow_exits_0_saying_so_when_the_job_is_paused(
     thread.join()
     assert run.code == 0, run.err
     assert f"{job_id} is paused" in run.out and "paec jobs resume" in run.out
-
-
-class DroppingProxy:
-    """A TCP proxy to the server that cuts the first event stream right after it carried
-    an event, as a flaky network would."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream, self.port, self.dropped = upstream_port, free_port(), False
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True
-                             ).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True
-                             ).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, from_server: bool) -> None:
-        seen = b""
-        try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-                seen = (seen + chunk)[-4096:]
-                if (from_server and not self.dropped and b"text/event-stream" in seen
-                        and b"id: ftevent" in seen):
-                    self.dropped = True
-                    break
-        except OSError:
-            pass
-        for sock in (src, dst):
-            # shutdown, not just close: the other pump blocks in recv on the same socket,
-            # and a close alone sends no FIN while that call holds it.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-@pytest.fixture
-def proxy(server: str) -> Iterator[DroppingProxy]:
-    running = DroppingProxy(int(server.rsplit(":", 1)[1]))
-    yield running
-    running.close()
 
 
 def test_follow_resumes_after_a_dropped_connection_without_repeating_events(
@@ -315,6 +310,40 @@ def test_metrics_csv_writes_every_step(paec: Paec, sessions: Sessions, tenant: t
     lines = out.read_text().splitlines()
     assert lines[0] == "step,reward/mean,paec/floor"
     assert lines[1:] == [f"{s},{s / 10!r},0.4" for s in range(1, 6)]
+
+
+def test_compare_shows_each_jobs_method_metrics_and_eval_scores(
+        paec: Paec, sessions: Sessions, tenant: tuple[str, str]) -> None:
+    paec_job = make_job(sessions, tenant[0], status="succeeded", total_steps=3)
+    grpo_job = make_job(sessions, tenant[0], status="running", total_steps=3,
+                        method=method(use_paec=False))
+    for step in (1, 2, 3):
+        add_step(sessions, paec_job, step, 3)
+    add_step(sessions, grpo_job, 1, 3)
+    with transaction(sessions) as session:
+        record_metrics(session, paec_job, 2, {"eval/avg@4": 0.25, "eval/pass@4": 0.5})
+        record_metrics(session, paec_job, 3, {"eval/avg@4": 0.5, "eval/pass@4": 0.75})
+    run = paec("jobs", "compare", paec_job, grpo_job)
+    assert run.code == 0, run.err
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip())
+                                              for line in run.out.splitlines()[1:])}
+    assert run.out.splitlines()[0].split() == [paec_job, grpo_job]
+    assert rows["method"] == ["PAEC", "GRPO"]
+    assert rows["status"] == ["succeeded", "running"]
+    assert rows["step"] == ["3/3", "1/3"]
+    assert rows["reward/mean first"] == ["0.1", "0.1"]
+    assert rows["reward/mean last"] == ["0.3", "0.1"]
+    assert rows["reward/mean mean"] == ["0.2", "0.1"]
+    assert rows["entropy/masked last"] == ["0.53", "0.51"]
+    assert rows["eval step"] == ["3", "-"]
+    assert rows["eval/avg@4"] == ["0.5", "-"] and rows["eval/pass@4"] == ["0.75", "-"]
+    assert "reward/accuracy first" not in rows  # neither job logged it
+    data = json.loads(paec("jobs", "compare", paec_job, grpo_job, "--json").out)["data"]
+    assert [d["id"] for d in data] == [paec_job, grpo_job]
+    assert data[0]["metrics"]["paec/floor"] == pytest.approx(
+        {"first": 0.4, "last": 0.4, "mean": 0.4, "points": 3})
+    assert (data[0]["eval"], data[0]["eval_step"]) == ({"avg@4": 0.5, "pass@4": 0.75}, 3)
+    assert data[1]["eval"] == {} and data[1]["eval_step"] is None
 
 
 @pytest.fixture
@@ -399,6 +428,7 @@ def test_eval_wait_prints_the_results_once_the_evaluation_succeeds(
                     ev.status, ev.worker_id = "running", "cli-test"
                     break
             time.sleep(0.1)
+        time.sleep(0.6)  # running for a few polls, as a real evaluation is
         with transaction(sessions) as session:
             finish_evaluation(session, ev.id, {"builtin:add": {"avg@2": 0.25, "pass@2": 0.5,
                                                                "maj@2": 0.0, "n": 8}},
@@ -410,6 +440,9 @@ def test_eval_wait_prints_the_results_once_the_evaluation_succeeds(
     assert run.code == 0, run.err
     assert run.out.splitlines() == ["DATASET      avg@2  maj@2  pass@2  n",
                                     "builtin:add  0.25   0      0.5     8"]
+    progress = [line.split()[1:] for line in run.err.splitlines() if line.startswith("eval-")]
+    assert [p[0] for p in progress] == ["queued", "running", "succeeded"], run.err
+    assert all(re.fullmatch(r"\((\d+m)?\d+s\)", p[1]) for p in progress)
 
 
 # ---- errors, and the installed command ----
