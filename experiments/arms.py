@@ -17,10 +17,15 @@ Arms (same seeds, data order, sampling seeds and budget; only the loss differs):
 - `grpo_entropy`: GRPO + global entropy regularisation (`loss.entropy_coef`,
   `ENTROPY_COEF`), instrumented like `grpo`.
 - `paec_w<beta>`: the penalty-weight sweep, PAEC with `penalty_weight = beta`.
+- The entropy baselines of 2025-2026 (issue 21), each at its authors' settings and
+  instrumented like `grpo`: `ce_gppo` (CE-GPPO), `erc` (entropy ratio clipping, with two
+  update epochs so that the old policy differs from the current one), `entropic` (EntroPIC's
+  PI controller) and `aent` (AEnt's clamped entropy); `BASELINE_LOSSES` has their settings.
 
 Order (`plan`): the most decisive runs first, so that a partial experiment already says the
 most it can: `grpo` and `paec` at the first seed, then the other seeds pair by pair, then the
-untrained policy's evaluation (the report's reference row), the two ablations, and the sweep.
+untrained policy's evaluation (the report's reference row), the two ablations, the sweep,
+and the 2025-2026 baselines.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 
 from experiments.settings import Settings
 from paec.config.calibration import MaskMode, MaskScope, PAECConfig
+from paec.config.loss import PolicyLossType
 from paec.config.training import TrainConfig
 
 GRPO, PAEC, NO_MASK, GLOBAL, BASE = "grpo", "paec", "paec_no_mask", "grpo_entropy", "base"
@@ -45,8 +51,32 @@ ARMS: dict[str, str] = {
     PAEC: "PAEC with its defaults (penalty weight 1)",
     NO_MASK: "PAEC's penalty on all positions (every mask weight 1)",
     GLOBAL: "GRPO + global entropy regularisation (loss.entropy_coef 0.01)",
+    "ce_gppo": "CE-GPPO: bounded gradients for clipped tokens (arXiv 2509.20712)",
+    "erc": "ERC: entropy ratio clipping, 2 update epochs (arXiv 2512.05591)",
+    "entropic": "EntroPIC: PI-controlled entropy toward H* = 1.0 (arXiv 2511.15248)",
+    "aent": "AEnt: clamped-entropy bonus (arXiv 2509.03493)",
 }
 """The fixed arms and what each is; the sweep's arms are `paec_w<beta>`."""
+
+BASELINE_LOSSES: dict[str, dict[str, Any]] = {
+    "ce_gppo": {"loss_type": PolicyLossType.CE_GPPO, "ce_gppo_beta1": 0.75,
+                "ce_gppo_beta2": 1.0, "clip_low": 0.2, "clip_high": 0.2, "dual_clip": 10.0},
+    "erc": {"loss_type": PolicyLossType.ERC, "erc_low": 0.95, "erc_high": 1.05,
+            "clip_low": 0.2, "clip_high": 0.28, "dual_clip": 10.0},
+    "entropic": {"loss_type": PolicyLossType.ENTROPIC, "entropic_target": 1.0,
+                 "entropic_kp": 1.0, "entropic_ki": 0.01, "entropic_high_prob": 0.95,
+                 "clip_low": 0.2, "clip_high": 0.2, "dual_clip": 3.0},
+    "aent": {"loss_type": PolicyLossType.AENT, "aent_coef": 0.001, "aent_clamp": 0.2},
+}
+"""The `loss` settings of the 2025-2026 baselines: their authors' scripts (CE-GPPO's 7B
+script, ERC's training scripts, EntroPIC's run script, AReaL's AEntConfig defaults), except
+EntroPIC's target entropy H*: the authors' 0.1 nats was set for Qwen3-8B sampled at
+temperature 0.6; SmolLM2 here starts near 2.5 nats (full entropy, step 1 of `grpo`) and
+GRPO takes it to 0.1 by the end, so H* = 1.0 asks the controller to hold it about where GRPO
+passes on its way down. [ours]"""
+BASELINE_EPOCHS = {"erc": 2}
+"""update_epochs of a baseline arm, where its method needs more than one: ERC's entropy ratio
+is exactly 1 in a single on-policy epoch (paec.training.entropy_losses)."""
 
 ENTROPY_COEF = 0.01
 """entropy_coef of `grpo_entropy`. Used values range from 1e-3 (verl's former default) to
@@ -90,6 +120,7 @@ def plan(s: Settings) -> list[Run]:
     runs.append(Run(BASE, first))
     runs += [Run(arm, first) for arm in ABLATIONS]
     runs += [Run(sweep_arm(w), first) for w in s.sweep]
+    runs += [Run(arm, first) for arm in BASELINE_LOSSES]
     return [r for r in runs if not s.arms or r.arm in s.arms]
 
 
@@ -115,6 +146,10 @@ def arm_config(arm: str, base: TrainConfig) -> TrainConfig:
     if arm == GLOBAL:
         return replace(base, use_paec=True, paec=silent,
                        loss=replace(base.loss, entropy_coef=ENTROPY_COEF))
+    if arm in BASELINE_LOSSES:
+        return replace(base, use_paec=True, paec=silent,
+                       update_epochs=BASELINE_EPOCHS.get(arm, base.update_epochs),
+                       loss=replace(base.loss, **BASELINE_LOSSES[arm]))
     if arm == PAEC:
         return replace(base, use_paec=True)
     if arm == NO_MASK:

@@ -16,6 +16,7 @@ from typing import Any
 
 from experiments.arms import Run
 from experiments.settings import Settings
+from paec.config.training import TrainConfig
 
 Record = dict[str, Any]
 
@@ -70,10 +71,31 @@ def read(path: Path) -> Record | None:
     return record
 
 
+def without_new_defaults(config: dict[str, Any], stored: dict[str, Any],
+                         defaults: dict[str, Any]) -> dict[str, Any]:
+    """`config` less the (nested) keys that `stored` lacks and whose value is still their
+    default: a field added to TrainConfig after a record was made (the issue 21 losses'
+    knobs, `data_format`) defaults to what every run did before it existed, so at its default
+    it changes nothing that a record says."""
+    out = {}
+    for k, v in config.items():
+        if k not in stored:
+            if k in defaults and defaults[k] == v:
+                continue
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(stored[k], dict):
+            out[k] = without_new_defaults(v, stored[k], defaults.get(k) or {})
+        else:
+            out[k] = v
+    return out
+
+
 def mismatch(record: Record, config: dict[str, Any], data: str) -> list[str]:
     """Why `record` is not the run of `config` on `data` (empty: it is)."""
-    return differences(comparable(record["config"], str(record.get("data_sha256"))),
-                       comparable(config, data))
+    stored = plain(record["config"])
+    fresh = without_new_defaults(plain(config), stored, plain(TrainConfig().to_dict()))
+    return differences(comparable(stored, str(record.get("data_sha256"))),
+                       comparable(fresh, data))
 
 
 def load_finished(path: Path, config: dict[str, Any], data: str) -> Record | None:

@@ -23,6 +23,14 @@ class PolicyLossType(StrEnum):
     """Unclipped -A r, plus |logp - old_logp| on the top covariance tokens (arXiv 2505.22617)."""
     CISPO = "cispo"
     """Clipped, detached importance weight times REINFORCE (MiniMax-M1, arXiv 2506.13585)."""
+    CE_GPPO = "ce_gppo"
+    """Dual-clip PPO whose out-of-clip tokens keep a bounded gradient (arXiv 2509.20712)."""
+    ERC = "erc"
+    """Dual-clip PPO, a gradient only where H(pi) / H(pi_old) is in a band (arXiv 2512.05591)."""
+    ENTROPIC = "entropic"
+    """Dual-clip PPO plus a PI-controlled term on high-probability tokens (arXiv 2511.15248)."""
+    AENT = "aent"
+    """GRPO plus a bonus on the entropy of the vocabulary's top logits (AEnt, arXiv 2509.03493)."""
 
 
 class LossAggregation(StrEnum):
@@ -68,6 +76,40 @@ class PolicyLossConfig:
     """KL-Cov: fraction k of valid tokens, the top by covariance, that get the KL term. (0, 1]."""
     kl_cov_coef: float = 1.0
     """KL-Cov: coefficient of |logp - old_logp| on the selected tokens. >= 0."""
+    dual_clip: float = 3.0
+    """c of dual-clip PPO (arXiv 1912.09729) in CE-GPPO, ERC and EntroPIC, whose code builds
+    on verl's surrogate: for A < 0 the per-token loss is at most -c A. verl's default
+    `clip_ratio_c` 3.0 (EntroPIC's runs); the CE-GPPO and ERC scripts set 10.0. > 1."""
+    ce_gppo_beta1: float = 0.75
+    """CE-GPPO: beta_1, the gradient scale of tokens with A < 0 below 1 - clip_low. 0.75 is
+    the default of `compute_gppo_loss_general_beta` in the authors' README and their 7B
+    script (their 1.5B script: 0.5). >= 0."""
+    ce_gppo_beta2: float = 1.0
+    """CE-GPPO: beta_2, the gradient scale of tokens with A > 0 above 1 + clip_high (authors'
+    default and scripts: 1.0). >= 0."""
+    erc_low: float = 0.95
+    """ERC: lower bound l of the entropy ratio band (l, h), exclusive. 0.95 in every ERC
+    training script of the authors (their config's default is 0.8). In [0, erc_high)."""
+    erc_high: float = 1.05
+    """ERC: upper bound h of the band, exclusive (authors' scripts: 1.05; config default
+    1.2). > erc_low."""
+    entropic_target: float = 0.1
+    """EntroPIC: target entropy H* of the PI controller (authors' run_entropic.sh: 0.1).
+    >= 0."""
+    entropic_kp: float = 1.0
+    """EntroPIC: proportional gain K_p (authors' config and script: 1). >= 0."""
+    entropic_ki: float = 0.01
+    """EntroPIC: integral gain K_i (authors' config and script: 0.01). >= 0."""
+    entropic_high_prob: float = 0.95
+    """EntroPIC: the extra term covers tokens with pi_theta(y_t) > this (authors' default
+    `high_prob_thresh`). In (0, 1)."""
+    aent_coef: float = 0.001
+    """AEnt: coefficient of the clamped-entropy bonus (the default of AReaL's AEntConfig; its
+    GSM8K example uses 0.0002 with rewards scaled by 10). >= 0."""
+    aent_clamp: float = 0.2
+    """AEnt: fraction of the vocabulary, the lowest logits, masked out before the entropy is
+    taken: int(V * aent_clamp) tokens (AEntConfig's default 0.2; the example uses 0.4).
+    In [0, 1)."""
 
     def __post_init__(self) -> None:
         # The enums may arrive as plain strings from JSON; normalise them here, in one place.
@@ -79,7 +121,9 @@ class PolicyLossConfig:
         # fail later, inside a training step.
         require_finite(self.clip_low, where + "clip_low", "in [0, 1)",
                        0.0 <= self.clip_low < 1.0)
-        for name in ("clip_high", "kl_coef", "entropy_coef", "kl_cov_coef"):
+        for name in ("clip_high", "kl_coef", "entropy_coef", "kl_cov_coef", "ce_gppo_beta1",
+                     "ce_gppo_beta2", "entropic_target", "entropic_kp", "entropic_ki",
+                     "aent_coef"):
             value = getattr(self, name)
             require_finite(value, where + name, ">= 0", value >= 0.0)
         for name in ("clip_cov_ratio", "kl_cov_ratio"):
@@ -91,3 +135,15 @@ class PolicyLossConfig:
         lb, ub = self.clip_cov_lb, self.clip_cov_ub
         require(is_finite_number(lb) and is_finite_number(ub) and lb < ub,
                 where + "clip_cov_lb", "must be finite and < clip_cov_ub", (lb, ub))
+        self._check_entropy_baselines(where)
+
+    def _check_entropy_baselines(self, where: str) -> None:
+        require_finite(self.dual_clip, where + "dual_clip", "> 1", self.dual_clip > 1.0)
+        low, high = self.erc_low, self.erc_high
+        require_finite(low, where + "erc_low", ">= 0", low >= 0.0)
+        require(is_finite_number(high) and low < high, where + "erc_high",
+                "must be finite and > erc_low", (low, high))
+        p = self.entropic_high_prob
+        require_finite(p, where + "entropic_high_prob", "in (0, 1)", 0.0 < p < 1.0)
+        c = self.aent_clamp
+        require_finite(c, where + "aent_clamp", "in [0, 1)", 0.0 <= c < 1.0)

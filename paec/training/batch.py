@@ -8,7 +8,9 @@ batch's (docs/method.md, docs/metrics.md):
   - the aggregation's normalisers: valid tokens, sequences with a valid token, max_len;
   - the 80/20 entropy threshold, a quantile over every valid token;
   - PAEC's mask quantile, H_bar and floor (`paec.calibration.penalty.PAECBatch`);
-  - the pre-update and reference log-probs, when several epochs or a KL term need them.
+  - the pre-update and reference log-probs, when several epochs, a KL term or EntroPIC need
+    them, and ERC's pre-update entropies;
+  - EntroPIC's normalisers: the high-probability tokens under the pre-update policy.
 
 Per-token statistics are kept flat, (n_valid,) in the row-major order of `mask`, the order
 in which `paec.calibration.scores.token_scores` returns its entropies: a micro-batch's rows
@@ -17,7 +19,7 @@ r0:r1 own the flat slice offsets[r0]:offsets[r1].
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,12 +29,15 @@ from paec.calibration.anchor import AnchorState
 from paec.calibration.features import TokenFeatures
 from paec.calibration.kernels import quantile_threshold
 from paec.calibration.penalty import PAECBatch
+from paec.config.loss import PolicyLossType
 from paec.config.training import TrainConfig
+from paec.training.entropy_losses import high_prob_counts
 from paec.training.rollout import RolloutBatch
 
-OldLogProbs = Callable[[RolloutBatch], tuple[Tensor, Tensor | None]]
+OldLogProbs = Callable[[RolloutBatch], Sequence[Tensor | None]]
 """Log-probs of a sub-batch's sampled tokens, (b, T) each, under the pre-update policy and,
-with a KL term, the reference (else None); called without autograd."""
+with a KL term, the reference (else None), optionally followed by the pre-update policy's
+full entropy (b, T) (ERC; else None or absent); called without autograd."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ class OptimBatch:
     old_logp: Tensor | None  # (B, T) pre-update log-probs; None: the update's own, detached
     ref_logp: Tensor | None  # (B, T) reference log-probs (KL term)
     generator: torch.Generator  # the update's random draws (Clip-Cov), seeded per step
+    old_entropy: Tensor | None = None  # (B, T) pre-update full entropy from the no-grad pass
+    high_prob_tokens: float | None = None  # EntroPIC: valid tokens with pi_old(y) > p_hi
+    high_prob_seqs: float | None = None  # EntroPIC: rows with at least one of them
 
     @staticmethod
     def build(roll: RolloutBatch, advantages: Tensor, entropy_bt: Tensor,
@@ -95,8 +103,8 @@ class OptimBatch:
         micro, offsets = micro_batches(row_tokens.tolist(), cfg.micro_batch_size)
         entropies = entropy_bt[mask]  # (n_valid,) batch order, as token_scores returns
         features = None if features_bt is None else features_bt.select(mask)  # (n_valid,)
-        old_logp, ref_logp = (_old_log_probs(roll, mask, micro, old_pass, device)
-                              if old_pass is not None else (None, None))
+        old_logp, ref_logp, old_entropy = (_old_log_probs(roll, mask, micro, old_pass, device)
+                                           if old_pass is not None else (None, None, None))
         paec = None if features is None else PAECBatch.build(features, anchor, cfg.paec)
         threshold = None
         if cfg.loss.high_entropy_quantile is not None:
@@ -108,7 +116,8 @@ class OptimBatch:
             total_seqs=float((row_tokens > 0).sum()), max_len=cfg.max_new_tokens,
             entropies=entropies, features=features, paec=paec, entropy_threshold=threshold,
             old_logp=old_logp, ref_logp=ref_logp,
-            generator=torch.Generator(device).manual_seed(seed))
+            generator=torch.Generator(device).manual_seed(seed), old_entropy=old_entropy,
+            **_high_prob_normalisers(cfg, old_logp, mask))
 
     def nucleus(self, mb: MicroBatch) -> TokenFeatures | None:
         """The micro-batch's features (n,) for PAEC's differentiable H^p, only when the PAEC
@@ -130,15 +139,33 @@ class OptimBatch:
 
 
 def _old_log_probs(roll: RolloutBatch, mask: Tensor, micro: list[MicroBatch],
-                   old_pass: OldLogProbs, device: torch.device) -> tuple[Tensor, Tensor | None]:
-    """(B, T) old log-probs and, when `old_pass` gives them, (B, T) reference log-probs,
-    micro-batch by micro-batch, without autograd."""
+                   old_pass: OldLogProbs, device: torch.device
+                   ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(B, T) old log-probs and, when `old_pass` gives them, (B, T) reference log-probs and
+    (B, T) old entropies, micro-batch by micro-batch, without autograd."""
     logp = torch.zeros(mask.shape, device=device)  # (B, T)
     refs: list[Tensor] = []
+    entropies: list[Tensor] = []
     with torch.no_grad():
         for mb in micro:
-            old, ref = old_pass(roll.select(mb.rows))  # (b, T), (b, T) or None
+            out = old_pass(roll.select(mb.rows))  # (b, T), (b, T) or None[, (b, T) or None]
+            old, ref = out[0], out[1]
+            assert old is not None  # the old log-probs are always given
             logp[mb.rows] = old
             if ref is not None:
                 refs.append(ref)
-    return logp, torch.cat(refs) if refs else None  # (B, T), (B, T) or None
+            if len(out) > 2 and out[2] is not None:
+                entropies.append(out[2])
+    return (logp, torch.cat(refs) if refs else None,  # (B, T), (B, T) or None
+            torch.cat(entropies) if entropies else None)  # (B, T) or None
+
+
+def _high_prob_normalisers(cfg: TrainConfig, old_logp: Tensor | None,
+                           mask: Tensor) -> dict[str, float]:
+    """EntroPIC: the whole batch's count of K's tokens and rows under the pre-update policy,
+    the normalisers of its extra term (K under pi_theta is the same set in the first epoch,
+    when pi_theta is pi_old); empty for the other losses."""
+    if cfg.loss.loss_type is not PolicyLossType.ENTROPIC or old_logp is None:
+        return {}
+    tokens, seqs = high_prob_counts(old_logp, mask, cfg.loss.entropic_high_prob)
+    return {"high_prob_tokens": tokens, "high_prob_seqs": seqs}

@@ -6,6 +6,7 @@
     Clip-Cov  GRPO, with the loss of a random few tokens with Cov_t in (lb, ub) set to 0
     KL-Cov    -A r, plus coef |logp - old_logp| on the top few tokens by Cov_t
     Cov_t = (A_t - mean A) (logp_t - mean logp)   means over valid tokens (arXiv 2505.22617)
+    CE-GPPO, ERC, EntroPIC and AEnt's clamped entropy: `paec.training.entropy_losses`
 
 Inputs are (B, T): `logp` (with grad), `old_logp`, `mask` (valid response tokens, nonzero =
 valid), `advantages` (B,) or (B, T). Per-token losses are 0 at padding. `aggregate` turns them
@@ -18,6 +19,7 @@ No I/O, no trainer state.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -25,6 +27,14 @@ from torch import Tensor
 from paec.calibration.kernels import quantile_threshold
 from paec.config.checks import parse_enum
 from paec.config.loss import LossAggregation, PolicyLossConfig, PolicyLossType
+from paec.training.entropy_losses import (
+    BaselineInputs,
+    ce_gppo_token_loss,
+    clamped_entropy_metrics,
+    entropic_extra_term,
+    entropic_token_loss,
+    erc_token_loss,
+)
 
 Metrics = dict[str, Tensor]
 
@@ -200,10 +210,27 @@ def kl_cov_token_loss(
 def policy_token_loss(
     loss_type: PolicyLossType | str, logp: Tensor, old_logp: Tensor, advantages: Tensor,
     mask: Tensor, cfg: PolicyLossConfig, generator: torch.Generator | None = None,
+    extra: BaselineInputs | None = None,
 ) -> tuple[Tensor, Metrics]:
-    """Dispatch to the per-token loss of `loss_type` with `cfg`'s hyperparameters: (B, T)."""
+    """Dispatch to the per-token loss of `loss_type` with `cfg`'s hyperparameters: (B, T).
+    ERC needs `extra`'s entropies; EntroPIC's per-token loss here is its dual-clip part (its
+    extra term is `policy_loss`'s); AEnt's is GRPO's (its bonus is `policy_loss`'s)."""
     kind = parse_enum(PolicyLossType, loss_type, "loss_type")
-    if kind is PolicyLossType.GRPO:
+    clips = {"clip_low": cfg.clip_low, "clip_high": cfg.clip_high}
+    if kind is PolicyLossType.CE_GPPO:
+        return ce_gppo_token_loss(logp, old_logp, advantages, mask, **clips,
+                                  beta1=cfg.ce_gppo_beta1, beta2=cfg.ce_gppo_beta2,
+                                  dual_clip=cfg.dual_clip)
+    if kind is PolicyLossType.ERC:
+        if extra is None or extra.entropy is None or extra.old_entropy is None:
+            raise ValueError("loss_type erc: pass extra.entropy and extra.old_entropy")
+        return erc_token_loss(logp, old_logp, advantages, mask, extra.entropy,
+                              extra.old_entropy, **clips, dual_clip=cfg.dual_clip,
+                              low=cfg.erc_low, high=cfg.erc_high)
+    if kind is PolicyLossType.ENTROPIC:
+        return entropic_token_loss(logp, old_logp, advantages, mask, **clips,
+                                   dual_clip=cfg.dual_clip)
+    if kind in (PolicyLossType.GRPO, PolicyLossType.AENT):
         return grpo_token_loss(logp, old_logp, advantages, mask, clip_low=cfg.clip_low,
                                clip_high=cfg.clip_high)
     if kind is PolicyLossType.CISPO:
@@ -301,6 +328,7 @@ def policy_loss(
     entropy: Tensor | None = None, ref_logp: Tensor | None = None, max_len: int | None = None,
     total_tokens: float | None = None, total_seqs: float | None = None,
     generator: torch.Generator | None = None, entropy_threshold: Tensor | float | None = None,
+    extra: BaselineInputs | None = None,
 ) -> tuple[Tensor, Metrics]:
     """The scalar loss of one (micro-)batch and its metrics:
 
@@ -314,10 +342,12 @@ def policy_loss(
     is required: the quantile over the whole optimisation batch, computed once with
     `quantile_threshold`, so that micro-batches share it. There is no per-call fallback: a
     quantile of each micro-batch's own tokens silently changes which tokens train (TRL #3833).
+    ERC, EntroPIC and AEnt take their other inputs from `extra`; EntroPIC and AEnt add a
+    term (`baseline_term`).
     """
     valid = _valid(mask, logp)  # (B, T)
     per_token, metrics = policy_token_loss(cfg.loss_type, logp, old_logp, advantages, mask, cfg,
-                                           generator)  # (B, T)
+                                           generator, extra)  # (B, T)
     if cfg.high_entropy_quantile is not None:
         keep = _high_entropy_tokens(entropy, entropy_threshold, valid)  # (B, T)
         per_token = per_token * keep.to(per_token.dtype)  # (B, T)
@@ -328,8 +358,11 @@ def policy_loss(
                          total_seqs=total_seqs)  # ()
 
     pg = agg(per_token)  # ()
-    total = pg  # ()
     metrics["loss/policy"] = pg.detach()
+    total, term_metrics = baseline_term(logp, old_logp, advantages, mask, cfg, extra, agg,
+                                        max_len=max_len)  # ()
+    total = pg + total  # ()
+    metrics |= term_metrics
     if cfg.kl_coef > 0:
         if ref_logp is None:
             raise ValueError("kl_coef > 0: pass `ref_logp`")
@@ -350,3 +383,36 @@ def policy_loss(
         metrics["loss/entropy_bonus"] = bonus.detach()
     metrics["loss/total"] = total.detach()
     return total, metrics
+
+
+def baseline_term(
+    logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, cfg: PolicyLossConfig,
+    extra: BaselineInputs | None, agg: Callable[[Tensor], Tensor], *, max_len: int | None = None,
+) -> tuple[Tensor, Metrics]:
+    """The scalar a baseline adds beside its aggregated per-token loss (0 for the others):
+
+        EntroPIC  alpha * agg_K(-r |A|)   over K only: its whole-batch normalisers are
+                  extra.high_prob_tokens / high_prob_seqs (this call's counts when None)
+        AEnt      -aent_coef * agg(Hc_t)  `agg` as the policy term's
+
+    `agg` aggregates a (B, T) per-token value over `mask` with the whole-batch normalisers."""
+    kind = parse_enum(PolicyLossType, cfg.loss_type, "loss_type")
+    zero = logp.new_zeros(())  # ()
+    if kind is PolicyLossType.ENTROPIC:
+        if extra is None or extra.control_alpha is None:
+            raise ValueError("loss_type entropic: pass extra.control_alpha")
+        per_token, in_k, metrics = entropic_extra_term(
+            logp, old_logp, advantages, mask, high_prob=cfg.entropic_high_prob)  # (B, T) x 2
+        tokens, seqs = extra.high_prob_tokens, extra.high_prob_seqs
+        term = extra.control_alpha * aggregate(
+            per_token, in_k, cfg.aggregation, max_len=max_len,
+            total_tokens=None if tokens is None else max(tokens, 1.0),
+            total_seqs=None if seqs is None else max(seqs, 1.0))  # ()
+        return term, metrics | {"loss/entropic": term.detach()}
+    if kind is PolicyLossType.AENT:
+        if extra is None or extra.clamped_entropy is None:
+            raise ValueError("loss_type aent: pass extra.clamped_entropy")
+        bonus = cfg.aent_coef * agg(extra.clamped_entropy)  # ()
+        return -bonus, clamped_entropy_metrics(extra.clamped_entropy, mask) | {
+            "loss/clamped_entropy_bonus": bonus.detach()}
+    return zero, {}

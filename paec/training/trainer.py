@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,17 +35,26 @@ from torch import Tensor
 from paec.calibration.anchor import AnchorState
 from paec.calibration.features import TokenFeatures
 from paec.calibration.scores import token_scores
+from paec.config.loss import PolicyLossType
 from paec.config.training import TrainConfig
-from paec.data import DataCursor, Example, load_examples
+from paec.data import DataCursor, Example
+from paec.formats import load_config_data
 from paec.grading.evaluation import evaluate_groups
 from paec.grading.graders import build_grader, grade_batch
 from paec.modeling.loader import load_model_and_tokenizer
 from paec.modeling.lora import add_lora, load_lora
 from paec.training.advantages import group_advantages
+from paec.training.baseline_inputs import (
+    baseline_inputs,
+    needs_old_pass,
+    needs_update_entropy,
+    per_position,
+)
 from paec.training.batch import MicroBatch, OptimBatch
 from paec.training.callbacks import Callback, StopRequest, json_safe
 from paec.training.checkpoint import load_training_state, read_sidecar, save_checkpoint
-from paec.training.losses import Metrics, policy_loss
+from paec.training.entropy_control import EntropyController
+from paec.training.losses import Metrics, aggregate, policy_loss
 from paec.training.reporting import reporters
 from paec.training.rollout import (
     FeatureCollector,
@@ -86,11 +96,7 @@ class Trainer:
         # installed, fails before a model is loaded.
         self.callbacks += reporters(cfg)
         self.grader = build_grader(cfg.grader, allow_python=cfg.allow_python_grader)
-        self.train_examples = load_examples(cfg.train_data, size=cfg.train_size, seed=cfg.seed)
-        self.val_examples: list[Example] = []
-        if cfg.validation_data is not None:
-            self.val_examples = load_examples(cfg.validation_data, size=cfg.validation_size,
-                                              seed=cfg.seed + 1)
+        self.train_examples, self.val_examples = load_config_data(cfg)
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
         lora = cfg.lora_rank > 0
         # A full checkpoint is the model itself; a LoRA one is an adapter on the base model.
@@ -116,6 +122,8 @@ class Trainer:
             self.ref_model.requires_grad_(False)
         self.cursor = DataCursor(self.train_examples, seed=cfg.seed)
         self.anchor = AnchorState(cfg.paec.anchor_steps, cfg.paec.floor_ratio)
+        self.controller = EntropyController(cfg.loss.entropic_kp, cfg.loss.entropic_ki,
+                                            cfg.loss.entropic_target)  # EntroPIC
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate,
                                            betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
@@ -124,8 +132,9 @@ class Trainer:
             self.optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total))
         self.step = 0
         self.last_checkpoint: Path | None = None
-        # Only several epochs or a KL term need a separate no-grad pass (see `_update`).
-        self._needs_old_pass = cfg.update_epochs > 1 or cfg.loss.kl_coef > 0
+        # Only several epochs, a KL term or EntroPIC need a separate no-grad pass (`_update`).
+        self._needs_old_pass = (cfg.update_epochs > 1 or cfg.loss.kl_coef > 0
+                                or needs_old_pass(cfg.loss))
         if resume_from is not None:
             self._load_state(resume_from)
 
@@ -238,12 +247,13 @@ class Trainer:
             roll, adv, entropy_bt, features_bt, cfg=cfg, anchor=self.anchor, device=self.device,
             seed=_step_seed(cfg.seed, self.step + 1),
             old_pass=self._old_log_probs if self._needs_old_pass else None)
+        alpha = self._control_alpha(roll, entropy_bt)
         sums: dict[str, float] = {}
         grad_norm = 0.0
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             for mb in batch.micro:
-                loss, metrics = self._objective(batch, mb)  # ()
+                loss, metrics = self._objective(batch, mb, alpha)  # ()
                 loss.backward()  # type: ignore[no-untyped-call]
                 accumulate(sums, metrics, mb.share, cfg.update_epochs)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -251,22 +261,26 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
         out = batch.feature_metrics() | sums
+        if alpha is not None:
+            out |= self.controller.metrics()
         out["train/grad_norm"] = grad_norm
         if batch.paec is not None and batch.paec.masked_entropy is not None:
             self.anchor.observe(batch.paec.masked_entropy)  # once per training step
         return out, self._traces(batch)
 
-    def _objective(self, batch: OptimBatch, mb: MicroBatch) -> tuple[Tensor, Metrics]:
+    def _objective(self, batch: OptimBatch, mb: MicroBatch,
+                   alpha: float | None = None) -> tuple[Tensor, Metrics]:
         """The loss of micro-batch `mb` with gradient, the policy loss plus the PAEC term, and
-        its metrics (detached 0-dim tensors)."""
+        its metrics (detached 0-dim tensors); `alpha`: EntroPIC's controller output."""
         cfg = self.cfg
         mask = batch.mask[mb.rows]  # (b, T)
         nucleus = batch.nucleus(mb)  # (n,) fields, when the PAEC term has a gradient
         # Log-probs, and the entropies that take a gradient this step, in one pass over the
         # logits with one gradient (`paec.calibration.scores`).
+        logits = completion_logits(self.model, batch.roll.select(mb.rows))  # (b, T + 1, V)
         scores = token_scores(  # logp (b, T); entropies (n,) when asked for
-            completion_logits(self.model, batch.roll.select(mb.rows)), batch.ids[mb.rows], mask,
-            temperature=cfg.temperature, entropy=cfg.loss.entropy_coef > 0,
+            logits, batch.ids[mb.rows], mask, temperature=cfg.temperature,
+            entropy=cfg.loss.entropy_coef > 0 or needs_update_entropy(cfg.loss),
             nucleus_size=None if nucleus is None else nucleus.nucleus_size,
             nucleus_min_logit=None if nucleus is None else nucleus.nucleus_min_logit)
         logp = scores.logp  # (b, T)
@@ -276,25 +290,41 @@ class Trainer:
             entropy=self._loss_entropy(batch, mb, scores.entropy),
             ref_logp=None if batch.ref_logp is None else batch.ref_logp[mb.rows],
             generator=batch.generator, entropy_threshold=batch.entropy_threshold,
-            total_tokens=batch.total_tokens, total_seqs=batch.total_seqs, max_len=batch.max_len)
+            total_tokens=batch.total_tokens, total_seqs=batch.total_seqs, max_len=batch.max_len,
+            extra=baseline_inputs(cfg.loss, batch, mb, logits, entropy=scores.entropy,
+                                  temperature=cfg.temperature, alpha=alpha))
         if batch.paec is not None:
             term, paec_metrics = batch.paec.loss(scores.top_p_entropy, mb.tokens)  # ()
             loss = loss + term  # ()
             metrics |= paec_metrics | {"loss/total": loss.detach()}
         return loss, metrics
 
-    def _old_log_probs(self, roll: RolloutBatch) -> tuple[Tensor, Tensor | None]:
-        """Log-probs (b, T) of a sub-batch's sampled tokens under the pre-update policy and,
-        with a KL term, under the reference (else None); the caller disables autograd."""
+    def _old_log_probs(self, roll: RolloutBatch) -> tuple[Tensor, Tensor | None,
+                                                          Tensor | None]:
+        """Log-probs (b, T) of a sub-batch's sampled tokens under the pre-update policy, with a
+        KL term under the reference (else None), and with ERC the pre-update policy's full
+        entropy (b, T) (else None); the caller disables autograd."""
         cfg = self.cfg
         ids, mask = roll.completion_ids, roll.completion_mask  # (b, T), (b, T)
-        logp = token_scores(completion_logits(self.model, roll), ids, mask,
-                            temperature=cfg.temperature).logp  # (b, T)
+        old = token_scores(completion_logits(self.model, roll), ids, mask,
+                           temperature=cfg.temperature, entropy=needs_update_entropy(cfg.loss))
+        entropy = None if old.entropy is None else per_position(old.entropy, mask)  # (b, T)
         if cfg.loss.kl_coef == 0:
-            return logp, None
+            return old.logp, None, entropy
         ref = token_scores(self._ref_logits(roll), ids, mask,
                            temperature=cfg.temperature).logp  # (b, T)
-        return logp, ref
+        return old.logp, ref, entropy
+
+    def _control_alpha(self, roll: RolloutBatch, entropy_bt: Tensor) -> float | None:
+        """EntroPIC: the controller's alpha for this update, from the batch's entropy under
+        the pre-update policy (the sampler's `entropy_bt` (B, T), aggregated as the loss
+        is, as their `agg_loss(entropy, ...)`); None for the other losses."""
+        cfg = self.cfg
+        if cfg.loss.loss_type is not PolicyLossType.ENTROPIC:
+            return None
+        entropy = aggregate(entropy_bt, roll.completion_mask.to(entropy_bt.device),
+                            cfg.loss.aggregation, max_len=cfg.max_new_tokens)  # ()
+        return self.controller.update(float(entropy))
 
     def _ref_logits(self, roll: RolloutBatch) -> Tensor:
         """(B, T + 1, V) raw logits of the reference policy: the frozen initial model, or with
@@ -349,8 +379,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self, examples: list[Example] | None = None) -> dict[str, float]:
-        """avg@k, pass@k and maj@k on the validation set (or `examples`)."""
+    def evaluate(self, examples: list[Example] | None = None, *,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """avg@k, pass@k and maj@k on the validation set (or `examples`); `progress(done,
+        total)` is called with the problems done after each batch of them."""
         cfg = self.cfg
         examples = self.val_examples if examples is None else examples
         groups = []
@@ -365,6 +397,8 @@ class Trainer:
             for i, ex in enumerate(chunk):
                 groups.append((texts[i * cfg.eval_k:(i + 1) * cfg.eval_k],
                                str(ex.item["answer"])))
+            if progress is not None:
+                progress(len(groups), len(examples))
         metrics = evaluate_groups(groups, cfg.eval_k)
         for cb in self.callbacks:
             cb.on_eval(self.step, metrics)
@@ -380,6 +414,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "cursor": self.cursor.state_dict(),
             "anchor": self.anchor.state_dict(),
+            "entropic": self.controller.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -397,6 +432,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.cursor.load_state_dict(state["cursor"])
         self.anchor.load_state_dict(state["anchor"])
+        if "entropic" in state:  # checkpoints from before EntroPIC have none: a fresh one
+            self.controller.load_state_dict(state["entropic"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])

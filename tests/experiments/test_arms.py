@@ -13,6 +13,7 @@ import torch
 
 from experiments.arms import (
     BASE,
+    BASELINE_LOSSES,
     GLOBAL,
     GRPO,
     NO_MASK,
@@ -37,7 +38,8 @@ def test_the_decisive_runs_come_first_then_seeds_then_ablations_then_the_sweep(
     assert [r.name for r in plan(s)] == [
         "grpo-seed0", "paec-seed0", "grpo-seed1", "paec-seed1", "grpo-seed2", "paec-seed2",
         "base-seed0", "paec_no_mask-seed0", "grpo_entropy-seed0",
-        "paec_w0.3-seed0", "paec_w3-seed0", "paec_w10-seed0"]
+        "paec_w0.3-seed0", "paec_w3-seed0", "paec_w10-seed0",
+        "ce_gppo-seed0", "erc-seed0", "entropic-seed0", "aent-seed0"]
     only = replace(s, arms=("paec", "paec_w3"))
     assert plan(only) == [Run(PAEC, 0), Run(PAEC, 1), Run(PAEC, 2), Run("paec_w3", 0)]
 
@@ -56,6 +58,17 @@ def test_the_arms_differ_only_in_their_loss() -> None:
         assert replace(cfg, use_paec=True, paec=base.paec, loss=base.loss) == base
     with pytest.raises(ValueError, match="unknown arm"):
         arm_config("paec_wx", base)
+
+
+def test_the_2025_baselines_change_the_loss_and_erc_its_epochs_only() -> None:
+    base = TrainConfig(paec=PAECConfig(anchor_steps=1))
+    for arm, loss in BASELINE_LOSSES.items():
+        cfg = arm_config(arm, base)
+        assert cfg.loss.loss_type == loss["loss_type"] == arm
+        assert cfg.use_paec and cfg.paec.penalty_weight == 0  # instrumented, as grpo
+        assert cfg.update_epochs == (2 if arm == "erc" else base.update_epochs)
+        assert replace(cfg, use_paec=True, paec=base.paec, loss=base.loss,
+                       update_epochs=base.update_epochs) == base
 
 
 def _train(cfg: TrainConfig) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:

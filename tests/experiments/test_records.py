@@ -28,3 +28,18 @@ def test_a_record_of_other_settings_stops_the_run_and_is_kept(tmp_path: Path) ->
         load_finished(path, {"learning_rate": 2e-5}, "d")
     assert path.exists() and not path.with_suffix(".json.tmp").exists()
     assert load_finished(tmp_path / "none.json", {}, "d") is None
+
+
+def test_a_field_added_after_a_record_matches_only_at_its_default(tmp_path: Path) -> None:
+    # A record made before `loss.dual_clip` and `data_format` existed: the same run today has
+    # them at their defaults, which is what the record's run did.
+    path = tmp_path / "grpo-seed0.json"
+    write(path, {"config": {"learning_rate": 1e-5, "loss": {"clip_low": 0.2}},
+                 "data_sha256": "d"})
+    today = {"learning_rate": 1e-5, "data_format": None,
+             "loss": {"clip_low": 0.2, "dual_clip": 3.0}}
+    assert load_finished(path, today, "d") is not None
+    with pytest.raises(SystemExit, match=r"loss.dual_clip: None -> 10.0"):
+        load_finished(path, today | {"loss": {"clip_low": 0.2, "dual_clip": 10.0}}, "d")
+    with pytest.raises(SystemExit, match="data_format: None -> 'gsm8k'"):
+        load_finished(path, today | {"data_format": "gsm8k"}, "d")

@@ -12,6 +12,12 @@ import torch
 from torch import Tensor
 
 from paec.calibration.kernels import quantile_threshold
+from paec.training.entropy_losses import (
+    BaselineInputs,
+    ce_gppo_token_loss,
+    entropic_token_loss,
+    erc_token_loss,
+)
 from paec.training.losses import (
     LossAggregation,
     PolicyLossConfig,
@@ -415,18 +421,29 @@ def test_kl_term_and_metrics() -> None:
         assert value.dim() == 0 and not value.requires_grad
 
 
+def _extra(loss_type: PolicyLossType, mask: Tensor) -> BaselineInputs:
+    """The entropy baselines' inputs for a (B, T) case: entropies of 1 (inf at padding),
+    alpha 0.5."""
+    ones = torch.where(mask, 1.0, math.inf).to(F64)  # (B, T) garbage at padding
+    return BaselineInputs(entropy=ones, old_entropy=ones, clamped_entropy=ones,
+                          control_alpha=0.5)
+
+
 @pytest.mark.parametrize("loss_type", list(PolicyLossType))
 def test_padding_garbage_and_empty_batch_give_no_nan(loss_type: PolicyLossType) -> None:
     logp, old, mask = _from_ratios(GRPO_RATIOS)
     cfg = PolicyLossConfig(loss_type=loss_type, kl_coef=0.1)
     ref = torch.full_like(old, -PAD)
     gen = torch.Generator().manual_seed(0)
-    loss, m = policy_loss(logp, old, GRPO_ADV, mask, cfg, ref_logp=ref, generator=gen)
+    loss, m = policy_loss(logp, old, GRPO_ADV, mask, cfg, ref_logp=ref, generator=gen,
+                          extra=_extra(loss_type, mask))
     loss.backward()
     assert torch.isfinite(loss) and logp.grad is not None and torch.isfinite(logp.grad).all()
     assert logp.grad[1, 3] == 0.0
     assert all(torch.isfinite(v) for v in m.values())
-    empty, m = policy_loss(logp, old, GRPO_ADV, torch.zeros_like(mask), cfg, ref_logp=ref)
+    none = torch.zeros_like(mask)
+    empty, m = policy_loss(logp, old, GRPO_ADV, none, cfg, ref_logp=ref,
+                           extra=_extra(loss_type, none))
     assert empty.item() == 0.0 and all(torch.isfinite(v) for v in m.values())
 
 
@@ -434,13 +451,19 @@ def test_padding_garbage_and_empty_batch_give_no_nan(loss_type: PolicyLossType) 
 def test_dispatcher_matches_the_direct_call(loss_type: PolicyLossType) -> None:
     logp, old, mask = _cov_case([[1.2, 1.1, 1.5], [0.9, 1.0, 1.2]])
     cfg = PolicyLossConfig(loss_type=loss_type)
+    ent = torch.ones_like(old)  # (B, T)
     direct = {
         PolicyLossType.GRPO: lambda: grpo_token_loss(logp, old, COV_ADV, mask),
         PolicyLossType.CISPO: lambda: cispo_token_loss(logp, old, COV_ADV, mask),
         PolicyLossType.CLIP_COV: lambda: clip_cov_token_loss(logp, old, COV_ADV, mask),
         PolicyLossType.KL_COV: lambda: kl_cov_token_loss(logp, old, COV_ADV, mask),
+        PolicyLossType.CE_GPPO: lambda: ce_gppo_token_loss(logp, old, COV_ADV, mask),
+        PolicyLossType.ERC: lambda: erc_token_loss(logp, old, COV_ADV, mask, ent, ent),
+        PolicyLossType.ENTROPIC: lambda: entropic_token_loss(logp, old, COV_ADV, mask),
+        PolicyLossType.AENT: lambda: grpo_token_loss(logp, old, COV_ADV, mask),
     }[loss_type]()
-    via, _ = policy_token_loss(str(loss_type), logp, old, COV_ADV, mask, cfg)
+    via, _ = policy_token_loss(str(loss_type), logp, old, COV_ADV, mask, cfg,
+                               extra=BaselineInputs(entropy=ent, old_entropy=ent))
     torch.testing.assert_close(via, direct[0])
 
 
@@ -455,7 +478,11 @@ def test_config_coerces_strings() -> None:
     ("clip_high", -0.01), ("clip_high", math.nan), ("kl_coef", -1.0), ("entropy_coef", -1e-3),
     ("high_entropy_quantile", 1.5), ("high_entropy_quantile", -0.1), ("clip_cov_ratio", 0.0),
     ("clip_cov_ratio", 2.0), ("clip_cov_lb", 5.0), ("clip_cov_ub", 0.5), ("kl_cov_ratio", 0.0),
-    ("kl_cov_coef", -1.0),
+    ("kl_cov_coef", -1.0), ("dual_clip", 1.0), ("ce_gppo_beta1", -0.5),
+    ("ce_gppo_beta2", math.inf), ("erc_low", -0.1), ("erc_high", 0.9), ("erc_high", math.nan),
+    ("entropic_target", -1.0), ("entropic_kp", -1.0), ("entropic_ki", math.nan),
+    ("entropic_high_prob", 1.0), ("entropic_high_prob", 0.0), ("aent_coef", -1e-3),
+    ("aent_clamp", 1.0), ("aent_clamp", -0.1), ("loss_type", "gppo"),
 ])
 def test_config_validation(field: str, value: Any) -> None:
     name = "clip_cov_lb" if field == "clip_cov_ub" else field  # the band is checked as a pair

@@ -28,7 +28,10 @@ export function statusEl(status) {
 
 export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
-const LOSS_NAMES = { grpo: "GRPO", clip_cov: "Clip-Cov", kl_cov: "KL-Cov", cispo: "CISPO" };
+const LOSS_NAMES = {
+  grpo: "GRPO", clip_cov: "Clip-Cov", kl_cov: "KL-Cov", cispo: "CISPO",
+  ce_gppo: "CE-GPPO", erc: "ERC", entropic: "EntroPIC", aent: "AEnt",
+};
 
 /** The job's effective hyperparameters (the echo under method.reinforcement). */
 export function hyperOf(job) {

@@ -16,6 +16,10 @@ export const METHODS = {
   clip_cov: { label: "Clip-Cov", set: { use_paec: false, loss: { loss_type: "clip_cov" } } },
   kl_cov: { label: "KL-Cov", set: { use_paec: false, loss: { loss_type: "kl_cov" } } },
   cispo: { label: "CISPO", set: { use_paec: false, loss: { loss_type: "cispo" } } },
+  ce_gppo: { label: "CE-GPPO (bounded gradients outside the clip)", set: { use_paec: false, loss: { loss_type: "ce_gppo" } } },
+  erc: { label: "ERC (entropy ratio clipping)", set: { use_paec: false, loss: { loss_type: "erc" } } },
+  entropic: { label: "EntroPIC (PI-controlled entropy)", set: { use_paec: false, loss: { loss_type: "entropic" } } },
+  aent: { label: "AEnt (clamped entropy bonus)", set: { use_paec: false, loss: { loss_type: "aent" } } },
 };
 
 /** The main knobs: [path in the hyperparameters, label, input type]. */
