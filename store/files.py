@@ -2,7 +2,7 @@
 
 A dataset is validated in full (`paec.data.validate_jsonl_bytes`) before anything is stored, so
 a bad upload leaves neither a row nor bytes behind and its error lists every bad row with its
-line and field (openai-compat P1: validate at upload, not when the job fails). The bytes live
+line and field (docs/openai.md 3.7: validate at upload, not when the job fails). The bytes live
 in artifact storage under `files/<tenant_id>/<file_id><ext>`; the row holds their size,
 sha256 and row count. Another tenant's file is a NotFoundError, exactly like a missing one.
 

@@ -1,5 +1,5 @@
 """Grader specs as the service accepts them, and the grader dry run (OpenAI
-`fine_tuning.alpha.graders.validate` and `.run`, openai-compat a.3.9-a.3.11).
+`fine_tuning.alpha.graders.validate` and `.run`, docs/openai.md 3.9, 3.10).
 
 `validate_grader_spec` is the one gate for a grader that reaches the service, here and in a
 job's `method.reinforcement.grader`: paec's own validation (so that what the API accepts is
@@ -41,7 +41,7 @@ OPENAI_ERROR_FLAGS = (
     "python_grader_runtime_error", "python_grader_server_error", "sample_parse_error",
     "truncated_observation_error", "unresponsive_reward_error",
 )
-"""The boolean flags of RunGraderResponse.metadata.errors (openai-compat a.3.11)."""
+"""The boolean flags of RunGraderResponse.metadata.errors (docs/openai.md 3.10)."""
 STRING_OPERATIONS = tuple(operation.value for operation in StringOperation)
 """string_check's `operation`s."""
 SIMILARITY_METRICS = SUPPORTED_METRICS

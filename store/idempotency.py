@@ -1,7 +1,7 @@
 """Idempotent creates: the first response to a POST is stored with its request's hash and
 replayed to retries (Stripe's semantics; draft-ietf-httpapi-idempotency-key-header).
 
-Two ways a retry is recognised (openai-compat a.1, a.5 item 6):
+Two ways a retry is recognised (docs/openai.md 1):
 
 - an `Idempotency-Key` header (at most 255 characters): the same key with the same body
   replays the first response; with another body it is a ConflictError

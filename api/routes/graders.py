@@ -1,5 +1,5 @@
 """/v1/fine_tuning/alpha/graders: check a grader, and grade one sample with it, before a job
-uses it (OpenAI `fine_tuning.alpha.graders.validate` and `.run`, openai-compat a.3.11).
+uses it (OpenAI `fine_tuning.alpha.graders.validate` and `.run`, docs/openai.md 3.10).
 
 Both are plain `def` routes, so they run in a worker thread, never on the event loop; `run`
 grades in store.grading's own small pool, with a time limit and bounded inputs. Graders that

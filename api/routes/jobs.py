@@ -1,5 +1,5 @@
 """/v1/fine_tuning/jobs: create (idempotent), list, retrieve, cancel, pause, resume, events
-(openai-compat a.2). The checkpoint list lives in api/routes/checkpoints.py.
+(docs/openai.md 2). The checkpoint list lives in api/routes/checkpoints.py.
 
 Each route parses a typed request (api/schemas/jobs.py), authorises (TenantDep), calls one
 service in store.jobs, commits, and only then enqueues: the worker must find the committed

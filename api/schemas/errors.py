@@ -1,4 +1,4 @@
-"""OpenAI's error envelope, which every error of the API is (openai-compat a.3.13)."""
+"""OpenAI's error envelope, which every error of the API is (docs/openai.md 3.11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Job events (openai-compat a.3.3): the list under /v1 and the messages of the SSE stream."""
+"""Job events (docs/openai.md 3.3): the list under /v1 and the messages of the SSE stream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Files (openai-compat a.3.7): the upload form, the file object, its list and its deletion.
+"""Files (docs/openai.md 3.7): the upload form, the file object, its list and its deletion.
 
 The upload is multipart/form-data, as OpenAI's client sends it: `file` (a .jsonl dataset),
 `purpose` ("fine-tune"), and optionally `expires_after[anchor]` with `expires_after[seconds]`

@@ -1,5 +1,5 @@
-"""Graders: the grader object (openai-compat a.3.10), and the bodies of
-`/v1/fine_tuning/alpha/graders/validate` and `/run` (a.3.11).
+"""Graders: the grader object (docs/openai.md 3.9), and the bodies of
+`/v1/fine_tuning/alpha/graders/validate` and `/run` (3.10).
 
 A grader is a JSON object here, described in full for the reader (one shape per `type`) and
 checked by the trainer's own code (paec.grading, through store.grading), so that what the API
@@ -109,7 +109,8 @@ class ValidateGraderResponse(Wire):
 
 
 class GraderErrors(Wire):
-    """Why a grade is 0: OpenAI's flags (a.3.11), their details, and our `timeout_error`."""
+    """Why a grade is 0: OpenAI's flags (docs/openai.md 3.10), their details, and our
+    `timeout_error`."""
 
     formula_parse_error: bool
     invalid_variable_error: bool

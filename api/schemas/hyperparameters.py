@@ -49,7 +49,7 @@ OPENAI_FIELDS: dict[str, dict[str, Any]] = {
                  "description": "The kind of worker to train on (an extension; routes the "
                                 "job to that kind's queue)."},
 }
-"""OpenAI's fields (openai-compat a.3.1) with the ranges this server accepts, and `device`."""
+"""OpenAI's fields (docs/openai.md 3.1) with the ranges this server accepts, and `device`."""
 
 
 DESCRIPTION = (

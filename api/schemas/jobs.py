@@ -1,4 +1,4 @@
-"""Fine-tuning jobs (openai-compat a.3.1, a.3.2): the create request and the job object.
+"""Fine-tuning jobs (docs/openai.md 3.1, 3.2): the create request and the job object.
 
 The request is OpenAI's CreateFineTuningJobRequest as this server accepts it: unknown fields
 are refused (a 400 naming the field, as OpenAI does), `method.type` must be "reinforcement"

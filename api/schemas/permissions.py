@@ -1,4 +1,4 @@
-"""Checkpoint permissions (openai-compat a.3.6): sharing a checkpoint with other projects
+"""Checkpoint permissions (docs/openai.md 3.6): sharing a checkpoint with other projects
 (tenants, `org-...`)."""
 
 from __future__ import annotations

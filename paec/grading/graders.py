@@ -66,7 +66,8 @@ ERROR_KEYS = (
     "python_grader_runtime_error", "python_grader_server_error", "sample_parse_error",
     "truncated_observation_error", "unresponsive_reward_error", "timeout_error",
 )
-"""The boolean error flags of OpenAI's RunGraderResponse (a.3.11), plus our `timeout_error`."""
+"""The boolean error flags of OpenAI's RunGraderResponse (docs/openai.md 3.10), plus our
+`timeout_error`."""
 
 
 @dataclass(frozen=True)

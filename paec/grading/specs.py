@@ -1,4 +1,4 @@
-"""Grader specs: OpenAI's grader JSON objects (docs: openai-compat a.3.9-a.3.11) checked and
+"""Grader specs: OpenAI's grader JSON objects (docs/openai.md 3.9, 3.10) checked and
 frozen, before anything is built from them (paec.grading.graders).
 
     spec = validate_grader({"type": "string_check", "name": "acc", "operation": "eq",

@@ -13,7 +13,7 @@ from paec.calibration.kernels import Workspace, topk
 
 
 def reference(logits: Tensor, p: float) -> dict[str, Tensor]:
-    """Definitions of paec-method.md, in float64, by full sort, one row at a time."""
+    """Definitions of docs/method.md, in float64, by full sort, one row at a time."""
     z = logits.double()
     out: dict[str, list[float]] = {"entropy": [], "top_p_entropy": [], "nucleus_size": [],
                                    "top2_gap": []}

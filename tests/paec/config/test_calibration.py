@@ -1,4 +1,4 @@
-"""paec.config.calibration: defaults of paec-method.md, validation, JSON round trip."""
+"""paec.config.calibration: defaults of docs/method.md, validation, JSON round trip."""
 
 from __future__ import annotations
 
