@@ -3,8 +3,10 @@
     python -m paec train config.json [--set steps=50 --set paec.quantile=0.9] [--resume auto]
     python -m paec eval --model runs/paec/checkpoint-000020 --data builtin:add --k 8
 
-`train` shows a progress bar with reward and entropies, appends every step's metrics to
-<output_dir>/metrics.jsonl (and prints them as JSON lines with --jsonl).
+`train` prints the config's warnings (TrainConfig.warnings), shows a progress bar with
+reward and entropies, appends every step's metrics to <output_dir>/metrics.jsonl (and prints
+them as JSON lines with --jsonl), and ends with where the checkpoint and the metrics are.
+`eval` prints its progress (problems done, elapsed) to stderr and the scores as JSON.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +52,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from paec.training.trainer import Trainer
 
     cfg = load_config(args.config, args.set)
+    for warning in cfg.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     resume = None
     if args.resume == "auto":
         resume = latest_checkpoint(Path(cfg.output_dir))
     elif args.resume:
         resume = Path(args.resume)
-    log = JsonlMetrics(Path(cfg.output_dir) / "metrics.jsonl",
-                       echo=sys.stdout if args.jsonl else None)
+    metrics_file = Path(cfg.output_dir) / "metrics.jsonl"
+    log = JsonlMetrics(metrics_file, echo=sys.stdout if args.jsonl else None)
     trainer = Trainer(cfg, [log], resume_from=resume)
     bar = ProgressBar(cfg.steps, trainer.step)
     trainer.callbacks.append(bar)
     result = trainer.train()
     bar.close()
-    print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}")
+    print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}; "
+          f"metrics: {metrics_file} (one JSON object per step and evaluation)")
     return 0
 
 
@@ -72,14 +78,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       validation_data=args.data, validation_size=args.size, eval_k=args.k,
                       max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                       seed=args.seed, device=args.device, steps=1, use_paec=False)
+    started = time.monotonic()
+    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     trainer = Trainer(cfg)
-    metrics = trainer.evaluate()
+    total = len(trainer.val_examples)
+    print(f"evaluating {total} problems x k={args.k} ({total * args.k} completions of up to "
+          f"{args.max_new_tokens} tokens)", file=sys.stderr, flush=True)
+
+    def progress(done: int, of: int) -> None:
+        print(f"  {done}/{of} problems ({time.monotonic() - started:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    metrics = trainer.evaluate(progress=progress)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m paec", description="PAEC RLVR trainer")
+    shown = argparse.ArgumentDefaultsHelpFormatter
     sub = ap.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train from a JSON config")
     tr.add_argument("config", nargs="?", help="JSON file of TrainConfig fields")
@@ -88,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--resume", help="a checkpoint folder, or 'auto' for the newest one")
     tr.add_argument("--jsonl", action="store_true", help="also print metrics as JSON lines")
     tr.set_defaults(func=cmd_train)
-    ev = sub.add_parser("eval", help="avg@k, pass@k, maj@k of a model on a dataset")
+    ev = sub.add_parser("eval", help="avg@k, pass@k, maj@k of a model on a dataset",
+                        formatter_class=shown)
     ev.add_argument("--model", required=True)
     ev.add_argument("--data", required=True, help="a JSONL file or builtin:<task>")
     ev.add_argument("--size", type=int, default=64, help="examples of a built-in task")
@@ -96,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--max-new-tokens", type=int, default=64)
     ev.add_argument("--temperature", type=float, default=1.0)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda if present)")
     ev.set_defaults(func=cmd_eval)
     args = ap.parse_args(argv)
     try:

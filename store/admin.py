@@ -2,6 +2,7 @@
 
     python -m store.admin migrate                      # alembic upgrade head
     python -m store.admin create-key --tenant acme     # creates the tenant if needed
+    export PAEC_API_KEY=$(python -m store.admin create-key --tenant acme --print-key)
     python -m store.admin revoke-key key_...
     python -m store.admin list-keys [--tenant acme]
 
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ck = sub.add_parser("create-key", help="create an API key (and the tenant if new)")
     ck.add_argument("--tenant", required=True)
     ck.add_argument("--name", default="default")
+    ck.add_argument("--print-key", action="store_true",
+                    help="print only the key, for `export PAEC_API_KEY=$(...)`")
     rk = sub.add_parser("revoke-key", help="revoke an API key by id")
     rk.add_argument("key_id")
     lk = sub.add_parser("list-keys", help="list keys (ids and prefixes, never secrets)")
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    if args.command == "create-key" and args.print_key:
+        print(key.secret)
+        return 0
     print(json.dumps(out, indent=2))
     return 0
 

@@ -1,4 +1,4 @@
-"""Fine-tuning jobs as the OpenAI API shows them (openai-compat a.2-a.5): create (idempotent),
+"""Fine-tuning jobs as the OpenAI API shows them (docs/openai.md 2-4): create (idempotent),
 read, list, cancel, pause, resume, and the job object.
 
 Only `method.type = "reinforcement"` is supported. A request's shape (its fields, their
@@ -122,7 +122,7 @@ def job_object(job: Job) -> dict[str, Any]:
 
 def list_object(jobs: list[Job], has_more: bool) -> dict[str, Any]:
     """The OpenAI list envelope (`has_more` always present: the client pages until it is
-    false, a.1)."""
+    false, docs/openai.md 1)."""
     return {"object": "list", "data": [job_object(j) for j in jobs], "has_more": has_more,
             "first_id": jobs[0].id if jobs else None, "last_id": jobs[-1].id if jobs else None}
 
@@ -202,6 +202,8 @@ def create_job(session: Session, settings: Settings, tenant_id: str, spec: JobSp
         if file is not None:
             add_event(session, job.id, f"Validated {what} file {file.id} ({file.rows} rows)",
                       key=f"validated:{what}")
+    for i, warning in enumerate(hyper.warnings):
+        add_event(session, job.id, f"Warning: {warning}", level="warn", key=f"warning:{i}")
     add_event(session, job.id, "Job queued", key="queued")
     return job
 

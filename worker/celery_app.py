@@ -19,6 +19,7 @@ explicit `-Q` overrides both. Run one training worker process per GPU
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
@@ -36,6 +37,10 @@ from store.queue import (
 from store.settings import Settings
 
 log = logging.getLogger("paec.worker")
+
+# A worker's log is for people following jobs: no model-loading progress bars in it
+# (huggingface_hub's, which transformers' follow). Set before transformers is imported.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def trains_on_cuda(device: str) -> bool:
@@ -65,7 +70,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     if broker.startswith("sqla+"):
         # The server-free broker of the embedded default: kombu's SQLAlchemy transport. Its
         # poll interval must be set on the class; as a transport option it reaches
-        # create_engine and crashes the worker (measured, ../shared/docs/environment.md).
+        # create_engine and crashes the worker (measured with the pinned kombu and SQLAlchemy).
         from kombu.transport import sqlalchemy as kombu_sqla
 
         kombu_sqla.Transport.polling_interval = 0.2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from paec.errors import (
     PAECError,
     SandboxError,
 )
+from paec.modeling.lora import is_lora_checkpoint, merge_lora_checkpoint
 from paec.training.callbacks import Callback, StopRequest
 
 # torch is imported when the worker starts, not inside a claimed job's heartbeat window
@@ -58,6 +60,17 @@ from store.storage import LocalStorage
 from store.traces import record_traces
 
 log = logging.getLogger("paec.worker")
+
+
+STEP_LOG = (("reward", "reward/mean"), ("entropy", "entropy"), ("masked", "entropy/masked"),
+            ("floor", "paec/floor"), ("s", "time/step"))
+"""The metrics of a step's log line, short name first: enough to see a job train."""
+
+
+def step_summary(metrics: dict[str, float]) -> str:
+    """`reward 0.41 entropy 1.20 masked 0.93 floor 0.88 s 12.3`, with what the step has."""
+    parts = [f"{short} {metrics[name]:.3g}" for short, name in STEP_LOG if name in metrics]
+    return " ".join(parts) or "no metrics"
 
 
 @dataclass
@@ -183,6 +196,8 @@ class DatabaseCallback(Callback):
             runs.record_step(session, self.job, self.ctx.worker_id, step, metrics)
             if traces:
                 self._write_traces(session, step, traces)
+        log.info("job %s step %d/%d: %s", self.job.id, step, self.job.total_steps,
+                 step_summary(metrics))
         # Samples without an answer (sample_parse_error) are the model's fault, not the
         # grader's: an untrained model may write no number for many steps.
         failing = (metrics.get("grader/error_rate", 0.0) >= 1.0
@@ -214,17 +229,24 @@ class DatabaseCallback(Callback):
 
     def on_checkpoint(self, step: int, path: Path, sidecar: dict[str, Any]) -> None:
         self.on_progress()
-        with transaction(self.ctx.sessions) as session:
-            if not self._holds(session):
-                return
-            ckpt = register_checkpoint(session, self.ctx.storage, self.job, step, path,
-                                       full_state=True,
-                                       metrics=dict(sidecar.get("metrics") or {}))
-            add_event(session, self.job.id, f"Checkpoint saved at step {step}: {ckpt.id}",
-                      data={"checkpoint": ckpt.id, "step": step}, key=f"checkpoint:{step}")
-            # Retention: the newest full-state ones and those still of
-            # use stay; the others' rows go in this transaction, their archives after it.
-            pruned = prune_checkpoints(session, self.job, self.ctx.settings.keep_checkpoints)
+        # A LoRA checkpoint is an adapter: its model-only archive holds the merged model,
+        # made from the saved folder on a fresh copy of the base (issue 19), beside it.
+        with tempfile.TemporaryDirectory(prefix=".merged-", dir=path.parent) as tmp:
+            merged = (merge_lora_checkpoint(path, Path(tmp) / "model",
+                                            dtype=_trained_dtype(self.job))
+                      if is_lora_checkpoint(path) else None)
+            with transaction(self.ctx.sessions) as session:
+                if not self._holds(session):
+                    return
+                ckpt = register_checkpoint(session, self.ctx.storage, self.job, step, path,
+                                           full_state=True, model_folder=merged,
+                                           metrics=dict(sidecar.get("metrics") or {}))
+                add_event(session, self.job.id, f"Checkpoint saved at step {step}: {ckpt.id}",
+                          data={"checkpoint": ckpt.id, "step": step}, key=f"checkpoint:{step}")
+                # Retention: the newest full-state ones and those still of use stay; the
+                # others' rows go in this transaction, their archives (both) after it.
+                pruned = prune_checkpoints(session, self.job,
+                                           self.ctx.settings.keep_checkpoints)
         for key in pruned:
             self.ctx.storage.delete(key)
 
@@ -453,6 +475,11 @@ def checkpoint_model(ctx: Context, checkpoint: Checkpoint, name: str) -> Path:
         raise JobFailure("unsupported_model", f"{name} is a LoRA adapter; a fine-tuned LoRA "
                          "model cannot be loaded as a base model yet", "model")
     return folder
+
+
+def _trained_dtype(job: Job) -> torch.dtype:
+    """The dtype the job's model trains in, as the trainer loads it."""
+    return torch.bfloat16 if job.config.get("dtype") == "bfloat16" else torch.float32
 
 
 def _trained_tokens(session: Session, job: Job) -> int:

@@ -79,9 +79,19 @@ def sweep_once(ctx: Context, app: Any) -> SweepResult:
     for evaluation_id in evaluations.requeued + eval_resent:
         app.send_task(EVALUATE_TASK, args=[evaluation_id], queue=EVAL_QUEUE)
     result = dataclasses.replace(result, resent=resent)
-    if result.requeued or result.failed or result.resent:
-        log.warning("sweep: requeued %s, resent %s, failed %s", result.requeued,
-                    result.resent, result.failed)
+    if result.requeued:
+        log.warning("sweep: %s lost their worker (no heartbeat for %g s): queued again, to "
+                    "resume from the newest checkpoint", result.requeued,
+                    settings.heartbeat_timeout_s)
+    if result.failed:
+        log.warning("sweep: %s failed: no attempt left of %d", result.failed,
+                    settings.max_attempts)
+    if result.resent:
+        # A job waiting behind another on a busy worker looks the same from here; a second
+        # message is harmless (a job is claimed once), so this is not a warning.
+        log.info("sweep: %s still queued after %g s and no message waits in their queue: "
+                 "sent again (a job runs once, whatever the messages)", result.resent,
+                 settings.resend_after_s)
     return result
 
 

@@ -87,11 +87,26 @@ def test_a_created_job_is_queued_with_its_events(http: httpx.Client, training_fi
     job = r.json()
     assert job["status"] == "queued"
     events = http.get(f"/v1/fine_tuning/jobs/{job['id']}/events").json()
-    assert [e["message"] for e in events["data"]] == [
+    assert [e["message"] for e in events["data"] if e["level"] == "info"] == [
         "Job queued", f"Validated validation file {validation} (3 rows)",
         f"Validated training file {training_file} (4 rows)",
         f"Created fine-tuning job {job['id']}"]
     assert events["has_more"] is False
+
+
+def test_a_job_too_short_for_the_anchor_says_so_in_a_warn_event(
+        http: httpx.Client, training_file: str) -> None:
+    # 4 rows, 2 a step, one epoch: 2 steps, while the anchor measures the first 4.
+    job = create(http, job_request(training_file)).json()
+    events = http.get(f"/v1/fine_tuning/jobs/{job['id']}/events").json()["data"]
+    warned = [e for e in events if e["level"] == "warn"]
+    assert len(warned) == 1
+    assert warned[0]["message"].startswith("Warning: steps (2) <= paec.anchor_steps (4)")
+    assert "never acts" in warned[0]["message"]
+    fixed = create(http, job_request(training_file, hyperparameters={
+        "n_epochs": 1, "batch_size": 2, "paec": {"anchor_steps": 1}})).json()
+    events = http.get(f"/v1/fine_tuning/jobs/{fixed['id']}/events").json()["data"]
+    assert [e for e in events if e["level"] == "warn"] == []
 
 
 def test_a_created_job_is_sent_to_the_training_queue(http: httpx.Client,

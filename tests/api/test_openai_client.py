@@ -1,5 +1,5 @@
 """The fine-tuning jobs API driven end to end by the official `openai` client, the judge of
-compatibility (openai-compat a.1-a.5): upload, create with PAEC extensions, list and page,
+compatibility (docs/openai.md 1-5): upload, create with PAEC extensions, list and page,
 retrieve, pause/resume/cancel (repeated), events, the error classes, idempotency keys, and
 the client's own retry of a create whose first response was lost."""
 
@@ -27,7 +27,7 @@ ROWS = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"}], "answ
 MATH = {"type": "math_verify", "name": "correct", "input": "{{sample.output_text}}",
         "reference": "{{item.answer}}"}
 HYPER = {"n_epochs": 1, "batch_size": 2, "group_size": 4,
-         "paec": {"quantile": 0.7, "anchor_steps": 2}}
+         "paec": {"quantile": 0.7, "anchor_steps": 1}}
 
 
 def method(hyperparameters: dict[str, Any] | None = None) -> Any:

@@ -47,3 +47,12 @@ def test_revoking_an_unknown_key_is_an_error(tmp_path: Path) -> None:
     assert admin(tmp_path, "migrate").returncode == 0
     out = admin(tmp_path, "revoke-key", "key_nope")
     assert out.returncode == 1 and "no API key" in out.stderr
+
+
+def test_print_key_prints_the_key_alone_for_the_shell(tmp_path: Path) -> None:
+    assert admin(tmp_path, "migrate").returncode == 0
+    made = admin(tmp_path, "create-key", "--tenant", "acme", "--print-key")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.count("\n") == 1 and made.stdout.startswith("paec-")
+    listed = json.loads(admin(tmp_path, "list-keys", "--tenant", "acme").stdout)
+    assert len(listed) == 1 and made.stdout.strip().startswith(listed[0]["prefix"])

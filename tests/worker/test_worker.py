@@ -4,6 +4,7 @@ workers meet: SIGKILL mid-run, cancel, pause and resume, bad input."""
 from __future__ import annotations
 
 import io
+import re
 import signal
 import tarfile
 from pathlib import Path
@@ -68,6 +69,11 @@ def test_a_job_submitted_over_http_is_trained_by_a_worker(
     assert job["trained_tokens"] > 0 and job["error"] is None
     assert metric_steps(worker_sessions, job_id, "reward/mean") == [1, 2, 3, 4]
     assert metric_steps(worker_sessions, job_id, "entropy") == [1, 2, 3, 4]
+    # The worker's log shows the job training, one line a step, and no progress bars.
+    log = workers.log()
+    for step in (1, 4):
+        assert re.search(rf"job {job_id} step {step}/4: reward [-0-9.e]+ entropy ", log), log
+    assert "Loading weights" not in log and "it/s]" not in log
     # the result file is the metrics CSV, downloadable like any file
     csv = user.get(f"/v1/files/{job['result_files'][0]}/content").text
     assert csv.splitlines()[0].startswith("step,") and len(csv.splitlines()) == 5

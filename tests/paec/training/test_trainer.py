@@ -4,6 +4,7 @@ tokenizer: PAEC and baselines train, checkpoints load, stop requests work, resum
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,26 @@ def test_a_bad_dataset_fails_before_any_model_is_loaded(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="line 2"):
         Trainer(cfg)  # the model path does not exist: the data error must come first
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.mark.slow
+def test_cli_train_warns_when_paec_never_acts_and_ends_naming_the_metrics(
+        tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config(tiny_dir, tmp_path, steps=1).to_dict()))
+    assert cli_main(["train", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "warning: steps (1) <= paec.anchor_steps (1)" in out.err
+    last = out.out.strip().splitlines()[-1]
+    assert str(tmp_path / "metrics.jsonl") in last and "checkpoint-000001" in last
+
+
+@pytest.mark.slow
+def test_cli_eval_prints_its_progress_then_the_scores(
+        tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["eval", "--model", str(tiny_dir), "--data", "builtin:add", "--size", "3",
+                     "--k", "2", "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr()
+    assert "evaluating 3 problems x k=2 (6 completions" in out.err
+    assert re.search(r"3/3 problems \(\d+ s\)", out.err), out.err
+    assert set(json.loads(out.out)) == {"eval/avg@2", "eval/pass@2", "eval/maj@2"}
