@@ -32,7 +32,8 @@ from client.http import Client, ClientError, Progress
 PaecError = ClientError
 """The one exception the SDK raises: `status`, `code`, `param`, `message`, `request_id`."""
 
-LOSS_NAMES = {"grpo": "GRPO", "clip_cov": "Clip-Cov", "kl_cov": "KL-Cov", "cispo": "CISPO"}
+LOSS_NAMES = {"grpo": "GRPO", "clip_cov": "Clip-Cov", "kl_cov": "KL-Cov", "cispo": "CISPO",
+              "ce_gppo": "CE-GPPO", "erc": "ERC", "entropic": "EntroPIC", "aent": "AEnt"}
 """Display names of the trainer's loss types; the dashboard's (api/static/dashboard/js/
 format.js) are the same. A loss type not listed is shown by its own name."""
 

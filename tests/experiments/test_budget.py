@@ -21,7 +21,7 @@ def test_a_run_costs_its_steps_and_its_completions(tmp_path: Path) -> None:
     s = smoke_settings(tmp_path, heldout_size=100, hard_size=100, k=8, steps=32)
     assert run_seconds(s, Run("paec", 1), 25.0, 0.3) == 32 * 25.0 + 1600 * 0.3 + MECHANISM_S
     assert run_seconds(s, Run("base", 0), 25.0, 0.3) == 1600 * 0.3 + MECHANISM_S
-    assert len(plan(s)) == 6  # the smoke preset: one seed, one sweep weight
+    assert len(plan(s)) == 10  # the smoke preset: one seed, one sweep weight, 4 baselines
 
 
 def test_speeds_are_assumed_until_records_measure_them() -> None:

@@ -23,7 +23,7 @@ def test_a_probe_reports_the_margin_and_is_reused_as_the_first_run(
     out = capsys.readouterr().out
     assert "[grpo-seed0] step   2/3  H_bar" in out and "margin +" in out
     assert "Regime NOT reached" in out  # a random tiny model does not collapse in 3 steps
-    assert "The full experiment at these speeds (6 runs):" in out
+    assert "The full experiment at these speeds (10 runs):" in out
     s = smoke_settings(tmp_path, model=str(tiny_dir))
     kept = json.loads(probe_path(s, Run("grpo", 0)).read_text())
     assert Path(kept["checkpoint"]).is_dir() and len(kept["steps"]) == 3

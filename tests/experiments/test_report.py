@@ -38,9 +38,10 @@ def test_a_partial_report_names_the_missing_runs_in_order(tmp_path: Path) -> Non
     (s.records / "paec_strong-seed0.json").write_text("{}")
     write_report(s, plan(s), finished((0, 1)))
     text = s.report.read_text()
-    assert "**Status: 4 of 10 planned runs finished.**" in text
+    assert "**Status: 4 of 14 planned runs finished.**" in text
     assert ("Missing, in the order they will run: `grpo-seed2`, `paec-seed2`, `base-seed0`, "
-            "`paec_no_mask-seed0`, `grpo_entropy-seed0`, `paec_w3-seed0`") in text
+            "`paec_no_mask-seed0`, `grpo_entropy-seed0`, `paec_w3-seed0`, `ce_gppo-seed0`, "
+            "`erc-seed0`, `entropic-seed0`, `aent-seed0`") in text
     assert "ignored: `paec_strong-seed0.json`" in text
     assert "the floor claim is not decided yet: seed(s) 2 have not run" in text
     assert "Not checked yet: fewer than two penalty weights have run." in text
@@ -74,5 +75,5 @@ def test_a_report_before_any_run_says_so(tmp_path: Path) -> None:
     s = smoke_settings(tmp_path)
     write_report(s, plan(s), {})
     text = s.report.read_text()
-    assert "**Status: 0 of 6 planned runs finished.**" in text
+    assert "**Status: 0 of 10 planned runs finished.**" in text
     assert text.rstrip().endswith("No training run has finished yet.")

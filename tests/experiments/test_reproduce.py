@@ -59,16 +59,17 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Smoke:
 @pytest.mark.slow
 def test_a_sitting_stops_after_max_runs_and_its_report_names_the_rest(smoke: Smoke) -> None:
     assert "stopping after 2 new run(s) (--max-runs)" in smoke.first
-    assert "**Status: 2 of 6 planned runs finished.**" in smoke.partial
+    assert "**Status: 2 of 10 planned runs finished.**" in smoke.partial
     assert ("Missing, in the order they will run: `base-seed0`, `paec_no_mask-seed0`, "
-            "`grpo_entropy-seed0`, `paec_w3-seed0`") in smoke.partial
+            "`grpo_entropy-seed0`, `paec_w3-seed0`, `ce_gppo-seed0`, `erc-seed0`, "
+            "`entropic-seed0`, `aent-seed0`") in smoke.partial
 
 
 @pytest.mark.slow
 def test_the_next_sitting_skips_the_finished_runs_and_finishes(smoke: Smoke) -> None:
     skipped = [line for line in smoke.second.splitlines() if "done already, skipped" in line]
     assert skipped == ["[grpo-seed0] done already, skipped", "[paec-seed0] done already, skipped"]
-    assert "**Status: 6 of 6 planned runs finished.**" in (smoke.out / "results.md").read_text()
+    assert "**Status: 10 of 10 planned runs finished.**" in (smoke.out / "results.md").read_text()
 
 
 @pytest.mark.slow
