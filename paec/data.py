@@ -209,7 +209,7 @@ def parse_row(text: str, line: int,
     except RecursionError:  # json's C scanner refuses ~1,000 levels this way
         return [RowError(line, "", _TOO_DEEP)]
     if not isinstance(row, dict):
-        return [RowError(line, "", f"must be a JSON object, got {_json_type(row)}")]
+        return [RowError(line, "", f"must be a JSON object, got {json_type(row)}")]
     problem = _check_values(row, line)
     if problem is not None:
         return [problem]
@@ -268,14 +268,14 @@ def _check_messages(row: dict[str, Any], line: int) -> list[RowError]:
     messages = row["messages"]
     if not isinstance(messages, list):
         return [*errors, RowError(line, "messages",
-                                  f"must be a list of messages, got {_json_type(messages)}")]
+                                  f"must be a list of messages, got {json_type(messages)}")]
     if not messages:
         return [*errors, RowError(line, "messages", "must not be empty")]
     for i, message in enumerate(messages):
         path = f"messages[{i}]"
         if not isinstance(message, dict):
             errors.append(RowError(line, path, "must be an object with 'role' and 'content', "
-                                               f"got {_json_type(message)}"))
+                                               f"got {json_type(message)}"))
             continue
         role = message.get("role")
         if role is None:
@@ -288,7 +288,7 @@ def _check_messages(row: dict[str, Any], line: int) -> list[RowError]:
             errors.append(RowError(line, f"{path}.content", "is required"))
         elif not isinstance(content, str):
             errors.append(RowError(line, f"{path}.content", "must be a string (text only), "
-                                                            f"got {_json_type(content)}"))
+                                                            f"got {json_type(content)}"))
         elif not content.strip():
             errors.append(RowError(line, f"{path}.content", "must not be empty"))
     last = messages[-1]
@@ -303,7 +303,7 @@ def _check_plain(row: dict[str, Any], line: int) -> list[RowError]:
     errors: list[RowError] = []
     prompt = row["prompt"]
     if not isinstance(prompt, str):
-        errors.append(RowError(line, "prompt", f"must be a string, got {_json_type(prompt)}"))
+        errors.append(RowError(line, "prompt", f"must be a string, got {json_type(prompt)}"))
     elif not prompt.strip():
         errors.append(RowError(line, "prompt", "must not be empty"))
     if "answer" not in row or row["answer"] is None:
@@ -313,13 +313,14 @@ def _check_plain(row: dict[str, Any], line: int) -> list[RowError]:
         is_number = isinstance(answer, int | float) and not isinstance(answer, bool)
         if not (isinstance(answer, str) or is_number):
             errors.append(RowError(line, "answer",
-                                   f"must be a string or a number, got {_json_type(answer)}"))
+                                   f"must be a string or a number, got {json_type(answer)}"))
         elif isinstance(answer, str) and not answer.strip():
             errors.append(RowError(line, "answer", "must not be empty"))
     return errors
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """JSON's name for the type of a parsed value, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):

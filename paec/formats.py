@@ -42,7 +42,14 @@ from types import MappingProxyType
 from typing import Any
 
 from paec.config.training import DataFormat, TrainConfig
-from paec.data import ROLES, Example, RowConverter, load_examples, scan_jsonl_file
+from paec.data import (
+    ROLES,
+    Example,
+    RowConverter,
+    json_type,
+    load_examples,
+    scan_jsonl_file,
+)
 from paec.errors import DatasetError, RowError
 from paec.grading.answer import last_boxed
 
@@ -83,7 +90,7 @@ def _text(row: Row, key: str, line: int, errors: list[RowError]) -> str | None:
     if value is None:
         errors.append(RowError(line, key, "is required"))
     elif not isinstance(value, str):
-        errors.append(RowError(line, key, f"must be a string, got {_json_type(value)}"))
+        errors.append(RowError(line, key, f"must be a string, got {json_type(value)}"))
     elif not value.strip():
         errors.append(RowError(line, key, "must not be empty"))
     else:
@@ -118,18 +125,8 @@ def _answer(value: object, field: str, line: int, errors: list[RowError]) -> str
         errors.append(RowError(line, field, f"must be a finite number, got {value}"))
     else:
         errors.append(RowError(line, field,
-                               f"must be a string or a number, got {_json_type(value)}"))
+                               f"must be a string or a number, got {json_type(value)}"))
     return None
-
-
-def _json_type(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else "null"
 
 
 def _prompted(template: str | None, problem: str) -> str:
@@ -183,7 +180,7 @@ def math_row(row: Row, line: int, template: str | None) -> Row | list[RowError]:
                                                      "'answer'"))
         elif not isinstance(solution, str):
             errors.append(RowError(line, "solution",
-                                   f"must be a string, got {_json_type(solution)}"))
+                                   f"must be a string, got {json_type(solution)}"))
         else:
             answer = last_boxed(solution)
             if answer is None:
@@ -204,7 +201,7 @@ def dapo_row(row: Row, line: int, template: str | None) -> Row | list[RowError]:
     answer: str | None = None
     if not isinstance(reward, dict):
         errors.append(RowError(line, "reward_model", "must be an object with 'ground_truth', "
-                                                     f"got {_json_type(reward)}"))
+                                                     f"got {json_type(reward)}"))
     else:
         answer = _answer(reward.get("ground_truth"), "reward_model.ground_truth", line, errors)
     prompt = row.get("prompt")
@@ -229,7 +226,7 @@ def _dapo_messages(prompt: object, line: int,
     """DAPO's ``prompt`` as messages, errors naming ``prompt[i]``: a non-empty list of
     {"role", "content"} with text contents and the user's last."""
     if not isinstance(prompt, list) or not prompt:
-        shown = "an empty array" if prompt == [] else _json_type(prompt)
+        shown = "an empty array" if prompt == [] else json_type(prompt)
         errors.append(RowError(line, "prompt", "must be a non-empty list of messages "
                                                f"(role, content), got {shown}"))
         return None
@@ -237,7 +234,7 @@ def _dapo_messages(prompt: object, line: int,
     for i, message in enumerate(prompt):
         if not isinstance(message, dict):
             errors.append(RowError(line, f"prompt[{i}]", "must be an object with 'role' and "
-                                                         f"'content', got {_json_type(message)}"))
+                                                         f"'content', got {json_type(message)}"))
             continue
         if message.get("role") not in ROLES:
             errors.append(RowError(line, f"prompt[{i}].role", f"must be one of "
@@ -245,7 +242,7 @@ def _dapo_messages(prompt: object, line: int,
         content = message.get("content")
         if not isinstance(content, str):
             errors.append(RowError(line, f"prompt[{i}].content",
-                                   f"must be a string, got {_json_type(content)}"))
+                                   f"must be a string, got {json_type(content)}"))
         elif not content.strip():
             errors.append(RowError(line, f"prompt[{i}].content", "must not be empty"))
     if len(errors) > before:

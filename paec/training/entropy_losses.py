@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from paec.training.tokens import masked_mean, token_advantages, valid_mask
+
 Metrics = dict[str, Tensor]
 
 _LOG_RATIO_BOUND = 20.0  # verl: clamp(negative_approx_kl, -20, 20) "for stability"
@@ -50,27 +52,6 @@ class BaselineInputs:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _valid(mask: Tensor, like: Tensor) -> Tensor:
-    if mask.shape != like.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(like.shape)}")
-    return mask != 0  # (B, T) bool
-
-
-def _mean(x: Tensor, valid: Tensor) -> Tensor:
-    """Detached mean of x over the valid entries; 0 when there are none."""
-    x = x.detach()  # (B, T)
-    return torch.where(valid, x, 0.0).sum() / valid.sum().clamp_min(1).to(x.dtype)  # ()
-
-
-def _advantages(advantages: Tensor, like: Tensor) -> Tensor:
-    if advantages.dim() == 1 and advantages.shape[0] == like.shape[0]:
-        advantages = advantages.unsqueeze(-1)  # (B, 1)
-    elif advantages.shape != like.shape:
-        raise ValueError(f"advantages shape {tuple(advantages.shape)} is neither (B,) nor "
-                         f"{tuple(like.shape)}")
-    return advantages.detach().expand_as(like)  # (B, T)
-
-
 def _ratio(logp: Tensor, old_logp: Tensor, valid: Tensor, *, clamp: bool) -> Tensor:
     # Padding may hold garbage log-probs: ratio 1 there (inf * 0 would be NaN).
     log_ratio = torch.where(valid, logp - old_logp.detach(), 0.0)  # (B, T)
@@ -88,10 +69,10 @@ def _dual_clip(loss: Tensor, adv: Tensor, dual_clip: float) -> tuple[Tensor, Ten
 def _metrics(ratio: Tensor, low: Tensor, high: Tensor, dual: Tensor, valid: Tensor) -> Metrics:
     dtype = ratio.dtype
     return {
-        "policy/clip_frac_low": _mean(low.to(dtype), valid),  # ()
-        "policy/clip_frac_high": _mean(high.to(dtype), valid),  # ()
-        "policy/dual_clip_frac": _mean(dual.to(dtype), valid),  # ()
-        "policy/ratio_mean": _mean(ratio, valid),  # ()
+        "policy/clip_frac_low": masked_mean(low.to(dtype), valid),  # ()
+        "policy/clip_frac_high": masked_mean(high.to(dtype), valid),  # ()
+        "policy/dual_clip_frac": masked_mean(dual.to(dtype), valid),  # ()
+        "policy/ratio_mean": masked_mean(ratio, valid),  # ()
     }
 
 
@@ -101,8 +82,8 @@ def dual_clip_token_loss(
 ) -> tuple[Tensor, Metrics]:
     """verl's dual-clip PPO surrogate, the base of ERC and EntroPIC, with the log-ratio clamped
     to [-20, 20] as their code does. Returns (per-token loss (B, T), 0 at padding; metrics)."""
-    valid = _valid(mask, logp)  # (B, T)
-    adv = _advantages(advantages, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
+    adv = token_advantages(advantages, logp)  # (B, T)
     ratio = _ratio(logp, old_logp, valid, clamp=True)  # (B, T)
     unclipped = -adv * ratio  # (B, T)
     clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # (B, T)
@@ -129,8 +110,8 @@ def ce_gppo_token_loss(
     the value on low/high is the clipped PPO value times beta, and the gradient is
     beta (1 -/+ eps) A grad log pi. The ratio is not clamped (their code does not).
     `policy/clip_frac_low` / `_high` count the low / high tokens (they keep a gradient)."""
-    valid = _valid(mask, logp)  # (B, T)
-    adv = _advantages(advantages, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
+    adv = token_advantages(advantages, logp)  # (B, T)
     ratio = _ratio(logp, old_logp, valid, clamp=False)  # (B, T)
     low = (ratio < 1.0 - clip_low) & (adv < 0) & valid  # (B, T)
     high = (ratio > 1.0 + clip_high) & (adv > 0) & valid  # (B, T)
@@ -157,14 +138,14 @@ def erc_token_loss(
     normaliser), its gradient is 0. `entropy` (B, T) is the full entropy of the policy being
     updated, `old_entropy` (B, T) that of pi_old at the same positions; both are only
     compared, so neither carries gradient here."""
-    valid = _valid(mask, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
     loss, metrics = dual_clip_token_loss(logp, old_logp, advantages, mask, clip_low=clip_low,
                                          clip_high=clip_high, dual_clip=dual_clip)  # (B, T)
     rho = (entropy.detach() + _ENTROPY_EPS) / (old_entropy.detach() + _ENTROPY_EPS)  # (B, T)
     rho = torch.where(valid, rho, 1.0)  # (B, T) padding: any value, never used
     keep = (rho > low) & (rho < high) & valid  # (B, T)
-    metrics["policy/erc_kept_frac"] = _mean(keep.to(loss.dtype), valid)
-    metrics["policy/entropy_ratio_mean"] = _mean(rho, valid)
+    metrics["policy/erc_kept_frac"] = masked_mean(keep.to(loss.dtype), valid)
+    metrics["policy/entropy_ratio_mean"] = masked_mean(rho, valid)
     return torch.where(keep, loss, loss.detach()), metrics  # (B, T)
 
 
@@ -190,18 +171,18 @@ def entropic_extra_term(
     only, with K's own normaliser (their `agg_loss(..., loss_mask=prob_mask)`), and scales it
     by the controller's alpha: alpha > 0 (entropy above target) raises the probability of
     tokens already likely, which lowers the entropy; alpha < 0 does the opposite."""
-    valid = _valid(mask, logp)  # (B, T)
-    adv = _advantages(advantages, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
+    adv = token_advantages(advantages, logp)  # (B, T)
     ratio = _ratio(logp, old_logp, valid, clamp=True)  # (B, T)
     in_k = (logp.detach() > math.log(high_prob)) & valid  # (B, T)
     term = torch.where(in_k, -ratio * adv.abs(), 0.0)  # (B, T)
-    return term, in_k, {"policy/high_prob_frac": _mean(in_k.to(term.dtype), valid)}
+    return term, in_k, {"policy/high_prob_frac": masked_mean(in_k.to(term.dtype), valid)}
 
 
 def high_prob_counts(logp: Tensor, mask: Tensor, high_prob: float) -> tuple[float, float]:
     """(tokens, sequences with at least one token) of EntroPIC's K under the log-probs `logp`
     (B, T): the whole-batch normalisers of its extra term. One host sync."""
-    in_k = (logp.detach() > math.log(high_prob)) & _valid(mask, logp)  # (B, T)
+    in_k = (logp.detach() > math.log(high_prob)) & valid_mask(mask, logp)  # (B, T)
     return float(in_k.sum()), float((in_k.sum(-1) > 0).sum())
 
 
@@ -235,4 +216,4 @@ def clamped_entropy(logits: Tensor, clamp: float) -> Tensor:
 
 def clamped_entropy_metrics(values: Tensor, mask: Tensor) -> Metrics:
     """`entropy/clamped`: the mean of AEnt's Hc_t (B, T) over the valid tokens."""
-    return {"entropy/clamped": _mean(values, _valid(mask, values))}
+    return {"entropy/clamped": masked_mean(values, valid_mask(mask, values))}

@@ -35,34 +35,12 @@ from paec.training.entropy_losses import (
     entropic_token_loss,
     erc_token_loss,
 )
+from paec.training.tokens import masked_mean, token_advantages, valid_mask
 
 Metrics = dict[str, Tensor]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _valid(mask: Tensor, like: Tensor) -> Tensor:
-    if mask.shape != like.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != {tuple(like.shape)}")
-    return mask != 0  # (B, T) bool
-
-
-def _masked_mean(x: Tensor, valid: Tensor) -> Tensor:
-    """Mean of x over valid entries, 0 when there are none; detached (a metric)."""
-    x = x.detach()  # (B, T)
-    total = torch.where(valid, x, 0.0).sum()  # ()
-    return total / valid.sum().clamp_min(1).to(x.dtype)  # ()
-
-
-def _advantages(advantages: Tensor, like: Tensor) -> Tensor:
-    # Advantages are constants of the objective: detach, so a stray graph cannot leak in.
-    if advantages.dim() == 1 and advantages.shape[0] == like.shape[0]:
-        advantages = advantages.unsqueeze(-1)  # (B, 1)
-    elif advantages.shape != like.shape:
-        raise ValueError(f"advantages shape {tuple(advantages.shape)} is neither (B,) nor "
-                         f"{tuple(like.shape)}")
-    return advantages.detach().expand_as(like)  # (B, T)
 
 
 def _log_ratio(logp: Tensor, old_logp: Tensor, valid: Tensor) -> Tensor:
@@ -73,9 +51,9 @@ def _log_ratio(logp: Tensor, old_logp: Tensor, valid: Tensor) -> Tensor:
 
 def _clip_metrics(ratio: Tensor, low: Tensor, high: Tensor, valid: Tensor) -> Metrics:
     return {
-        "policy/clip_frac_low": _masked_mean(low.to(ratio.dtype), valid),  # ()
-        "policy/clip_frac_high": _masked_mean(high.to(ratio.dtype), valid),  # ()
-        "policy/ratio_mean": _masked_mean(ratio, valid),  # ()
+        "policy/clip_frac_low": masked_mean(low.to(ratio.dtype), valid),  # ()
+        "policy/clip_frac_high": masked_mean(high.to(ratio.dtype), valid),  # ()
+        "policy/ratio_mean": masked_mean(ratio, valid),  # ()
     }
 
 
@@ -83,14 +61,14 @@ def _token_covariance(logp: Tensor, adv: Tensor, valid: Tensor) -> Tensor:
     """Cov_t = (A_t - mean A)(logp_t - mean logp), means over valid tokens, logp detached
     (verl compute_policy_loss_clip_cov / _kl_cov; PRIME-RL Entropy-Mechanism #9)."""
     lp = logp.detach()  # (B, T)
-    cov = (adv - _masked_mean(adv, valid)) * (lp - _masked_mean(lp, valid))  # (B, T)
+    cov = (adv - masked_mean(adv, valid)) * (lp - masked_mean(lp, valid))  # (B, T)
     return torch.where(valid, cov, -math.inf)  # (B, T) -inf at padding: never selected
 
 
 def _selected_metrics(selected: Tensor, valid: Tensor, dtype: torch.dtype) -> Metrics:
     return {
         "policy/cov_selected": selected.sum().detach().to(dtype),  # ()
-        "policy/cov_selected_frac": _masked_mean(selected.to(dtype), valid),  # ()
+        "policy/cov_selected_frac": masked_mean(selected.to(dtype), valid),  # ()
     }
 
 
@@ -123,8 +101,8 @@ def grpo_token_loss(
     """PPO clipped surrogate with clip-higher bounds [1 - clip_low, 1 + clip_high] (DAPO,
     arXiv 2503.14476): max(-A r, -A clip(r)). Returns (per-token loss (B, T), 0 at padding;
     metrics). No dual clip."""
-    valid = _valid(mask, logp)  # (B, T)
-    adv = _advantages(advantages, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
+    adv = token_advantages(advantages, logp)  # (B, T)
     loss, active, ratio = _ppo_clip(logp, old_logp, adv, valid, clip_low, clip_high)  # (B, T)
     metrics = _clip_metrics(ratio, active & (adv < 0), active & (adv > 0), valid)
     return torch.where(valid, loss, 0.0), metrics  # (B, T)
@@ -136,8 +114,8 @@ def cispo_token_loss(
     """CISPO (MiniMax-M1): -sg(min(r, 1 + clip_high)) * A * logp per token. Every token keeps a
     gradient; the IS weight is only truncated. clip_frac_high counts truncated weights whatever
     the sign of A; there is no lower bound, so clip_frac_low is 0."""
-    valid = _valid(mask, logp)  # (B, T)
-    adv = _advantages(advantages, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
+    adv = token_advantages(advantages, logp)  # (B, T)
     ratio = torch.exp(_log_ratio(logp, old_logp, valid))  # (B, T)
     weight = ratio.clamp(max=1.0 + clip_high).detach()  # (B, T)
     loss = -weight * adv * logp  # (B, T)
@@ -156,8 +134,8 @@ def clip_cov_token_loss(
     min(n_eligible, max(1, int(cov_ratio * N_valid))) get loss 0, hence no gradient.
     `generator` (on the inputs' device) makes the draw reproducible. Selection is over this
     call's tokens (verl: per micro-batch, per GPU)."""
-    valid = _valid(mask, logp)  # (B, T)
-    adv = _advantages(advantages, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
+    adv = token_advantages(advantages, logp)  # (B, T)
     loss, active, ratio = _ppo_clip(logp, old_logp, adv, valid, clip_low, clip_high)  # (B, T)
     cov = _token_covariance(logp, adv, valid)  # (B, T)
     eligible = (cov > cov_lb) & (cov < cov_ub) & valid & ~active  # (B, T)
@@ -188,8 +166,8 @@ def kl_cov_token_loss(
     Cov_t. On-policy (logp == old_logp) it equals -A r (PRIME-RL Entropy-Mechanism #1).
     Selection is over this call's tokens; unlike verl, the top-k runs on the inputs' device,
     not the CPU. Nothing is clipped, so the clip fractions are 0."""
-    valid = _valid(mask, logp)  # (B, T)
-    adv = _advantages(advantages, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
+    adv = token_advantages(advantages, logp)  # (B, T)
     log_ratio = _log_ratio(logp, old_logp, valid)  # (B, T)
     ratio_t = torch.exp(log_ratio)  # (B, T)
     loss = -adv * ratio_t  # (B, T)
@@ -270,7 +248,7 @@ def aggregate(
     constant, when micro-batches are padded to different lengths.
     """
     kind = parse_enum(LossAggregation, mode, "aggregation mode")
-    valid = _valid(mask, per_token)  # (B, T)
+    valid = valid_mask(mask, per_token)  # (B, T)
     # where(), not a product: padding may hold inf/NaN and NaN * 0 is NaN.
     masked = torch.where(valid, per_token, 0.0)  # (B, T)
     if kind is LossAggregation.TOKEN_MEAN:
@@ -300,7 +278,7 @@ def high_entropy_token_mask(entropy: Tensor, mask: Tensor, quantile: float) -> T
     given batch: call it on the whole optimisation batch, not per micro-batch (TRL #3833).
     All False when nothing is valid. (B, T) bool, detached."""
     entropy = entropy.detach()  # (B, T)
-    valid = _valid(mask, entropy)  # (B, T)
+    valid = valid_mask(mask, entropy)  # (B, T)
     if not bool(valid.any()):
         return valid  # (B, T) all False
     threshold = quantile_threshold(entropy, valid, quantile)  # ()
@@ -345,13 +323,13 @@ def policy_loss(
     ERC, EntroPIC and AEnt take their other inputs from `extra`; EntroPIC and AEnt add a
     term (`baseline_term`).
     """
-    valid = _valid(mask, logp)  # (B, T)
+    valid = valid_mask(mask, logp)  # (B, T)
     per_token, metrics = policy_token_loss(cfg.loss_type, logp, old_logp, advantages, mask, cfg,
                                            generator, extra)  # (B, T)
     if cfg.high_entropy_quantile is not None:
         keep = _high_entropy_tokens(entropy, entropy_threshold, valid)  # (B, T)
         per_token = per_token * keep.to(per_token.dtype)  # (B, T)
-        metrics["policy/high_entropy_frac"] = _masked_mean(keep.to(per_token.dtype), valid)
+        metrics["policy/high_entropy_frac"] = masked_mean(keep.to(per_token.dtype), valid)
 
     def agg(x: Tensor) -> Tensor:
         return aggregate(x, mask, cfg.aggregation, max_len=max_len, total_tokens=total_tokens,
@@ -370,10 +348,10 @@ def policy_loss(
         kl = kl_k3(torch.where(valid, logp, 0.0), torch.where(valid, ref_logp, 0.0))  # (B, T)
         kl_term = cfg.kl_coef * agg(kl)  # ()
         total = total + kl_term  # ()
-        metrics["policy/kl"] = _masked_mean(kl, valid)
+        metrics["policy/kl"] = masked_mean(kl, valid)
         metrics["loss/kl"] = kl_term.detach()
     if entropy is not None:
-        metrics["policy/entropy"] = _masked_mean(entropy, valid)
+        metrics["policy/entropy"] = masked_mean(entropy, valid)
     if cfg.entropy_coef > 0:
         # TRL PR #5596 shipped a bonus computed under no_grad, so it did nothing: refuse that.
         if entropy is None or (logp.requires_grad and not entropy.requires_grad):
