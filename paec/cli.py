@@ -7,12 +7,16 @@
 reward and entropies, appends every step's metrics to <output_dir>/metrics.jsonl (and prints
 them as JSON lines with --jsonl), and ends with where the checkpoint and the metrics are.
 `eval` prints its progress (problems done, elapsed) to stderr and the scores as JSON.
+With `num_processes` > 1, `train` runs itself again as that many processes under torchrun
+(rank 0 prints and writes; `paec.training.distributed`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,7 +56,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from paec.training.trainer import Trainer
 
     cfg = load_config(args.config, args.set)
-    for warning in cfg.warnings():
+    if cfg.num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        from paec.training.distributed import torchrun_command
+
+        return subprocess.call(torchrun_command(cfg.num_processes,
+                                                ["-m", "paec", *sys.argv[1:]]))
+    main_rank = os.environ.get("RANK", "0") == "0"
+    for warning in cfg.warnings() if main_rank else []:
         print(f"warning: {warning}", file=sys.stderr)
     resume = None
     if args.resume == "auto":
@@ -61,13 +71,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume = Path(args.resume)
     metrics_file = Path(cfg.output_dir) / "metrics.jsonl"
     log = JsonlMetrics(metrics_file, echo=sys.stdout if args.jsonl else None)
-    trainer = Trainer(cfg, [log], resume_from=resume)
-    bar = ProgressBar(cfg.steps, trainer.step)
-    trainer.callbacks.append(bar)
-    result = trainer.train()
-    bar.close()
-    print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}; "
-          f"metrics: {metrics_file} (one JSON object per step and evaluation)")
+    with Trainer(cfg, [log], resume_from=resume) as trainer:
+        bar = ProgressBar(cfg.steps, trainer.step) if main_rank else None
+        if bar is not None:
+            trainer.callbacks.append(bar)
+        result = trainer.train()
+    if bar is not None:
+        bar.close()
+        print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}; "
+              f"metrics: {metrics_file} (one JSON object per step and evaluation)")
     return 0
 
 

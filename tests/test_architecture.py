@@ -43,8 +43,10 @@ PAEC_RULES: dict[str, tuple[str, ...]] = {
     "paec.formats": ("paec.config", "paec.data", "paec.errors", "paec.grading"),
     "paec.calibration": ("paec.calibration", "paec.config", "paec.errors"),
     "paec.modeling": ("paec.modeling", "paec.errors"),
+    "paec.engines": ("paec.engines", "paec.errors"),
     "paec.training": ("paec.training", "paec.calibration", "paec.config", "paec.data",
-                      "paec.errors", "paec.formats", "paec.grading", "paec.modeling"),
+                      "paec.engines", "paec.errors", "paec.formats", "paec.grading",
+                      "paec.modeling"),
 }
 # The paec the domain (`store`) may import; none of it may import torch (checked below).
 TORCH_FREE_PAEC = ("paec.config", "paec.grading", "paec.data", "paec.errors", "paec.formats")

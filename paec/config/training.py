@@ -35,6 +35,9 @@ MAX_EVAL_K = 1024
 MAX_TRACE_SAMPLES = 1024
 MAX_LEARNING_RATE = 1.0
 MAX_WEIGHT_DECAY = 10.0
+MAX_PROCESSES = 1024
+MAX_IMPORTANCE_CAP = 1e6
+MAX_MODEL_LEN = 1 << 20
 """Upper bounds of TrainConfig's fields: far past any run this trainer can do, they exist so
 that no value is unbounded."""
 
@@ -70,6 +73,19 @@ class DataFormat(StrEnum):
     """{"problem" or "question", "answer"}: an integer from 0 to 999."""
     AMC = "amc"
     """{"problem" or "question", "answer"}: a number or a string."""
+
+
+class RolloutEngine(StrEnum):
+    """What samples the rollouts (`paec.training.engines`)."""
+
+    NATIVE = "native"
+    """The trainer's own KV-cache sampler on its own model, CPU or CUDA: every statistic of
+    a sampled position comes from the sampling pass itself."""
+    VLLM = "vllm"
+    """vLLM, colocated in its own process and virtualenv (`make vllm-venv`), its weights
+    synced after every update. PAEC's features and the old log-probs come from the trainer's
+    own forward pass over the sampled tokens; the engine-trainer mismatch is corrected by
+    truncated importance sampling (`importance_cap`)."""
 
 
 def parse_report_to(value: object) -> list[str]:
@@ -191,6 +207,31 @@ class TrainConfig:
     """Completions per step whose per-token trace (token text, entropy, top-p entropy,
     nucleus size, top-two gap, mask weight) is reported to callbacks; the format is in
     docs/cli.md, "Token traces"."""
+    rollout_engine: RolloutEngine = RolloutEngine.NATIVE
+    """What samples the rollouts and evaluations: "native" (the trainer's own sampler) or
+    "vllm" (needs the vLLM virtualenv: `make vllm-venv`, or PAEC_VLLM_PYTHON naming its
+    python; README, "vLLM rollouts"). Ours."""
+    importance_cap: float = 2.0
+    """vllm only: C of truncated importance sampling. Each token's policy loss is weighted
+    by min(pi_trainer(y) / pi_engine(y), C), detached, which corrects for the engine's
+    probabilities differing from the trainer's (kernels, precision); logged as `rollout/is_*`
+    (docs/metrics.md). Ours (verl and TRL expose the same cap)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """vllm on CUDA: the share of the GPU's memory vLLM may take (weights and KV cache); the
+    rest is the trainer's. Ours."""
+    vllm_kv_cache_gib: float = 1.0
+    """vllm on the CPU: GiB of KV cache vLLM may allocate (VLLM_CPU_KVCACHE_SPACE). Ours."""
+    vllm_max_model_len: int = 4096
+    """vllm: the longest sequence (prompt + completion) the engine accepts; a prompt that
+    leaves no room for max_new_tokens fails the step. Ours."""
+    num_processes: int = 1
+    """Processes the job trains on, one device each (DDP over torch.distributed: gloo on the
+    CPU, NCCL on CUDA). The batch stays the whole step's: prompts are sampled and graded
+    shard by shard, gathered, and every normaliser, quantile, H_bar and metric is the
+    global one; micro-batches are shared out and gradients summed (docs/method.md,
+    "Several processes"). `python -m paec train` launches them itself (torchrun); the
+    service routes the job to a worker with that many devices. prompts_per_step must be
+    a multiple of it. Ours."""
     report_to: list[str] = field(default_factory=list)
     """Where else every step's and evaluation's metrics go, spelled as in TRL: "tensorboard"
     (event files under `<output_dir>/runs/<time>-<host>/`), "wandb" (a Weights & Biases run
@@ -203,6 +244,8 @@ class TrainConfig:
         object.__setattr__(self, "report_to", parse_report_to(self.report_to))
         object.__setattr__(self, "lr_schedule",
                            parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
+        object.__setattr__(self, "rollout_engine", parse_enum(
+            RolloutEngine, self.rollout_engine, "TrainConfig.rollout_engine"))
         for name, source in (("data_format", "train_data"),
                              ("validation_data_format", "validation_data")):
             value, data = getattr(self, name), getattr(self, source)
@@ -232,6 +275,8 @@ class TrainConfig:
             ("eval_interval", 0, MAX_STEPS),
             ("eval_k", 1, MAX_EVAL_K),
             ("trace_samples", 0, MAX_TRACE_SAMPLES),
+            ("num_processes", 1, MAX_PROCESSES),
+            ("vllm_max_model_len", 2, MAX_MODEL_LEN),
         ):
             require_int(getattr(self, name), f"TrainConfig.{name}", low, high)
         for name, ok, rule in (
@@ -239,6 +284,9 @@ class TrainConfig:
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+            ("prompts_per_step", self.prompts_per_step % self.num_processes == 0,
+             f"must be a multiple of num_processes ({self.num_processes}): each process "
+             "samples an equal share of the step's prompts"),
         ):
             require(ok, f"TrainConfig.{name}", rule, getattr(self, name))
         for name, ok, rule in (
@@ -248,6 +296,11 @@ class TrainConfig:
              f"in (0, {MAX_LEARNING_RATE}]"),
             ("weight_decay", 0 <= self.weight_decay <= MAX_WEIGHT_DECAY,
              f"in [0, {MAX_WEIGHT_DECAY}]"),
+            ("importance_cap", 1 <= self.importance_cap <= MAX_IMPORTANCE_CAP,
+             f"in [1, {MAX_IMPORTANCE_CAP:g}]"),
+            ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization < 1,
+             "in (0, 1)"),
+            ("vllm_kv_cache_gib", 0 < self.vllm_kv_cache_gib <= 1024, "in (0, 1024]"),
         ):
             require_finite(getattr(self, name), f"TrainConfig.{name}", rule, ok)
         betas = self.adam_betas
@@ -277,6 +330,7 @@ class TrainConfig:
         out["loss"] = {k: str(v) if isinstance(v, StrEnum) else v for k, v in out["loss"].items()}
         out["paec"] = self.paec.to_dict()
         out["lr_schedule"] = str(self.lr_schedule)
+        out["rollout_engine"] = str(self.rollout_engine)
         for name in ("data_format", "validation_data_format"):
             out[name] = None if out[name] is None else str(out[name])
         out["adam_betas"] = list(self.adam_betas)

@@ -332,7 +332,13 @@ def _build(spec: GraderSpec, allow_python: bool, limits: SandboxLimits, path: st
 
 def grade_batch(grader: Grader, samples: Sequence[str], items: Sequence[Mapping[str, Any]],
                 ) -> tuple[list[GradeResult], dict[str, float]]:
-    """Grade a batch; return the results and their metrics.
+    """Grade a batch; return the results and their metrics (`batch_metrics`)."""
+    results = grader.grade_many(samples, items)
+    return results, batch_metrics(grader, results)
+
+
+def batch_metrics(grader: Grader, results: Sequence[GradeResult]) -> dict[str, float]:
+    """The metrics of a batch's grades (of one process, or gathered from several):
 
     reward/mean, reward/std: over the batch (population std, 0.0 for one sample);
     grader/<key>/mean: mean reward of each sub-grader of a multi grader;
@@ -341,7 +347,6 @@ def grade_batch(grader: Grader, samples: Sequence[str], items: Sequence[Mapping[
     output had no answer to grade (the model's fault, not the grader's). An empty batch gives
     zeros.
     """
-    results = grader.grade_many(samples, items)
     rewards = [r.reward for r in results]
     n = len(results)
     errors = sum(r.has_error for r in results)
@@ -358,4 +363,4 @@ def grade_batch(grader: Grader, samples: Sequence[str], items: Sequence[Mapping[
         for key in grader.graders:
             metrics[f"grader/{key}/mean"] = (statistics.fmean(r.sub_rewards[key] for r in results)
                                              if n else 0.0)
-    return results, metrics
+    return metrics

@@ -31,6 +31,7 @@ from paec.calibration.kernels import quantile_threshold
 from paec.calibration.penalty import PAECBatch
 from paec.config.loss import PolicyLossType
 from paec.config.training import TrainConfig
+from paec.training.distributed import World
 from paec.training.entropy_losses import high_prob_counts
 from paec.training.rollout import RolloutBatch
 
@@ -88,23 +89,32 @@ class OptimBatch:
     old_entropy: Tensor | None = None  # (B, T) pre-update full entropy from the no-grad pass
     high_prob_tokens: float | None = None  # EntroPIC: valid tokens with pi_old(y) > p_hi
     high_prob_seqs: float | None = None  # EntroPIC: rows with at least one of them
+    is_weights: Tensor | None = None  # (B, T) truncated importance weights (vllm), detached
 
     @staticmethod
     def build(roll: RolloutBatch, advantages: Tensor, entropy_bt: Tensor,
               features_bt: TokenFeatures | None, *, cfg: TrainConfig, anchor: AnchorState,
-              device: torch.device, seed: int, old_pass: OldLogProbs | None) -> OptimBatch:
+              device: torch.device, seed: int, old_pass: OldLogProbs | None,
+              old_logp: Tensor | None = None, is_weights: Tensor | None = None,
+              world: World | None = None) -> OptimBatch:
         """The batch of `roll`'s rows with their `advantages` (B,), from the statistics the
         sampler saw at each position: `entropy_bt` (B, T) and, with PAEC, `features_bt`
         ((B, T) fields). `old_pass` (None: not needed) fills the old and reference
-        log-probs; `seed` seeds the update's generator."""
+        log-probs, else `old_logp` (B, T) when a scoring pass already gave them (None: the
+        update's own, detached); `is_weights` (B, T): the engine's importance weights;
+        `seed` seeds the update's generator. With several processes (`world`) each runs the
+        old pass of the micro-batches it owns and the results are summed."""
+        world = world or World()
         mask = roll.completion_mask.to(device)  # (B, T)
         ids = roll.completion_ids.to(device)  # (B, T)
         row_tokens = mask.sum(-1)  # (B,)
         micro, offsets = micro_batches(row_tokens.tolist(), cfg.micro_batch_size)
         entropies = entropy_bt[mask]  # (n_valid,) batch order, as token_scores returns
         features = None if features_bt is None else features_bt.select(mask)  # (n_valid,)
-        old_logp, ref_logp, old_entropy = (_old_log_probs(roll, mask, micro, old_pass, device)
-                                           if old_pass is not None else (None, None, None))
+        ref_logp, old_entropy = None, None
+        if old_pass is not None:
+            old_logp, ref_logp, old_entropy = _old_log_probs(roll, mask, micro, old_pass,
+                                                             device, world)
         paec = None if features is None else PAECBatch.build(features, anchor, cfg.paec)
         threshold = None
         if cfg.loss.high_entropy_quantile is not None:
@@ -117,7 +127,7 @@ class OptimBatch:
             entropies=entropies, features=features, paec=paec, entropy_threshold=threshold,
             old_logp=old_logp, ref_logp=ref_logp,
             generator=torch.Generator(device).manual_seed(seed), old_entropy=old_entropy,
-            **_high_prob_normalisers(cfg, old_logp, mask))
+            is_weights=is_weights, **_high_prob_normalisers(cfg, old_logp, mask))
 
     def nucleus(self, mb: MicroBatch) -> TokenFeatures | None:
         """The micro-batch's features (n,) for PAEC's differentiable H^p, only when the PAEC
@@ -139,25 +149,33 @@ class OptimBatch:
 
 
 def _old_log_probs(roll: RolloutBatch, mask: Tensor, micro: list[MicroBatch],
-                   old_pass: OldLogProbs, device: torch.device
+                   old_pass: OldLogProbs, device: torch.device, world: World
                    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(B, T) old log-probs and, when `old_pass` gives them, (B, T) reference log-probs and
-    (B, T) old entropies, micro-batch by micro-batch, without autograd."""
-    logp = torch.zeros(mask.shape, device=device)  # (B, T)
-    refs: list[Tensor] = []
-    entropies: list[Tensor] = []
+    (B, T) old entropies, micro-batch by micro-batch, without autograd: each process the
+    micro-batches it owns, zeros elsewhere, then summed over processes."""
+    out: list[Tensor | None] = [None, None, None]
     with torch.no_grad():
-        for mb in micro:
-            out = old_pass(roll.select(mb.rows))  # (b, T), (b, T) or None[, (b, T) or None]
-            old, ref = out[0], out[1]
-            assert old is not None  # the old log-probs are always given
-            logp[mb.rows] = old
-            if ref is not None:
-                refs.append(ref)
-            if len(out) > 2 and out[2] is not None:
-                entropies.append(out[2])
-    return (logp, torch.cat(refs) if refs else None,  # (B, T), (B, T) or None
-            torch.cat(entropies) if entropies else None)  # (B, T) or None
+        for i, mb in enumerate(micro):
+            if not world.owns(i):
+                continue
+            part = old_pass(roll.select(mb.rows))  # (b, T), (b, T) or None[, (b, T) or None]
+            assert part[0] is not None  # the old log-probs are always given
+            for k, x in enumerate(part):
+                if x is None:
+                    continue
+                if out[k] is None:
+                    out[k] = torch.zeros(mask.shape, dtype=x.dtype, device=device)  # (B, T)
+                out[k][mb.rows] = x  # type: ignore[index]
+    # A process that owned no micro-batch learns from the others which results exist.
+    present = world.broadcast([x is not None for x in out]) if world.size > len(micro) \
+        else [x is not None for x in out]
+    full = [None if not there else world.sum_(x if x is not None else
+                                               torch.zeros(mask.shape, device=device))
+            for x, there in zip(out, present, strict=True)]
+    logp = full[0]
+    assert logp is not None
+    return logp, full[1], full[2]  # (B, T), (B, T) or None, (B, T) or None
 
 
 def _high_prob_normalisers(cfg: TrainConfig, old_logp: Tensor | None,

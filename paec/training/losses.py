@@ -306,7 +306,7 @@ def policy_loss(
     entropy: Tensor | None = None, ref_logp: Tensor | None = None, max_len: int | None = None,
     total_tokens: float | None = None, total_seqs: float | None = None,
     generator: torch.Generator | None = None, entropy_threshold: Tensor | float | None = None,
-    extra: BaselineInputs | None = None,
+    extra: BaselineInputs | None = None, is_weights: Tensor | None = None,
 ) -> tuple[Tensor, Metrics]:
     """The scalar loss of one (micro-)batch and its metrics:
 
@@ -321,11 +321,15 @@ def policy_loss(
     `quantile_threshold`, so that micro-batches share it. There is no per-call fallback: a
     quantile of each micro-batch's own tokens silently changes which tokens train (TRL #3833).
     ERC, EntroPIC and AEnt take their other inputs from `extra`; EntroPIC and AEnt add a
-    term (`baseline_term`).
+    term (`baseline_term`). `is_weights` (B, T), detached: truncated importance weights of an
+    engine that sampled from slightly other probabilities (`paec.training.engines`); they
+    multiply l_t, as verl and TRL weight the policy term only.
     """
     valid = valid_mask(mask, logp)  # (B, T)
     per_token, metrics = policy_token_loss(cfg.loss_type, logp, old_logp, advantages, mask, cfg,
                                            generator, extra)  # (B, T)
+    if is_weights is not None:
+        per_token = per_token * is_weights.to(per_token.dtype)  # (B, T)
     if cfg.high_entropy_quantile is not None:
         keep = _high_entropy_tokens(entropy, entropy_threshold, valid)  # (B, T)
         per_token = per_token * keep.to(per_token.dtype)  # (B, T)

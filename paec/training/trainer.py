@@ -2,16 +2,24 @@
 with PAEC's entropy calibration (or any baseline of `paec.training.losses`).
 
 One training step:
-  1. P prompts from the data cursor; G completions each (`paec.training.rollout.sample`).
+  1. P prompts from the data cursor; G completions each, from the rollout engine
+     (`paec.training.engines`: the native sampler, or vLLM), with every sampled position's
+     entropy and PAEC features.
   2. Grade every completion (`paec.grading.graders`); group-normalised advantages; groups whose
      rewards are all equal carry no signal and are dropped from the optimisation batch.
   3. The optimisation batch, built once (`paec.training.batch.OptimBatch`): micro-batches,
      whole-batch normalisers, PAEC's global mask and H_bar (`PAECBatch`) from the features
      the sampler computed, the 80/20 threshold, and, from a no-grad pass where needed, old
-     and reference log-probs.
+     and reference log-probs (with vLLM, truncated importance weights too).
   4. mu epochs, each one optimiser step accumulated over micro-batches: the objective is the
      policy loss (`paec.training.losses.policy_loss`) + the PAEC term (`PAECBatch.loss`).
-  5. The anchor observes H_bar; metrics go to the callbacks; checkpoints and evaluations.
+  5. The anchor observes H_bar; the engine gets the new weights; metrics go to the
+     callbacks; checkpoints and evaluations.
+
+On several processes (torchrun; `paec.training.distributed`) each samples and grades its
+share of the prompts, the rollouts are gathered so that steps 2, 3 and 5 see the whole batch
+on every rank, and step 4's micro-batches are shared out with gradients summed. Rank 0
+alone calls the callbacks and writes checkpoints.
 
 Outside code hooks in only through callbacks (`paec.training.callbacks.Callback`): the worker reads
 metrics and asks the loop to stop (cancel, or pause with a checkpoint) between steps.
@@ -33,14 +41,13 @@ import torch
 from torch import Tensor
 
 from paec.calibration.anchor import AnchorState
-from paec.calibration.features import TokenFeatures
 from paec.calibration.scores import token_scores
 from paec.config.loss import PolicyLossType
 from paec.config.training import TrainConfig
 from paec.data import DataCursor, Example
 from paec.formats import load_config_data
 from paec.grading.evaluation import evaluate_groups
-from paec.grading.graders import build_grader, grade_batch
+from paec.grading.graders import batch_metrics, build_grader
 from paec.modeling.loader import load_model_and_tokenizer
 from paec.modeling.lora import add_lora, load_lora
 from paec.training.advantages import group_advantages
@@ -52,17 +59,18 @@ from paec.training.baseline_inputs import (
 )
 from paec.training.batch import MicroBatch, OptimBatch
 from paec.training.callbacks import Callback, StopRequest, json_safe
-from paec.training.checkpoint import load_training_state, read_sidecar, save_checkpoint
+from paec.training.checkpoint import (
+    checkpoint_dir,
+    load_training_state,
+    read_sidecar,
+    save_checkpoint,
+)
+from paec.training.distributed import World
+from paec.training.engines import Engine, Rollout, build_engine, importance_weights
 from paec.training.entropy_control import EntropyController
 from paec.training.losses import Metrics, aggregate, policy_loss
 from paec.training.reporting import reporters
-from paec.training.rollout import (
-    FeatureCollector,
-    RolloutBatch,
-    completion_logits,
-    encode_prompts,
-    sample,
-)
+from paec.training.rollout import RolloutBatch, completion_logits, encode_prompts
 from paec.training.schedule import lr_lambda
 
 
@@ -84,17 +92,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Runs `TrainConfig` to the end, or until a callback asks it to stop."""
+    """Runs `TrainConfig` to the end, or until a callback asks it to stop. Under torchrun
+    every rank builds one (only rank 0's callbacks are called); `close()` (or a `with`
+    block) releases the rollout engine and the process group."""
 
     def __init__(self, cfg: TrainConfig, callbacks: list[Callback] | None = None,
                  resume_from: Path | None = None) -> None:
         self.cfg = cfg
-        self.callbacks = list(callbacks or [])
         self.device = resolve_device(cfg.device)
+        self.world = World.from_env(self.device)
+        if self.device.type == "cuda" and self.world.distributed and ":" not in str(self.device):
+            self.device = torch.device("cuda", self.world.local_rank)  # one GPU per rank
+            torch.cuda.set_device(self.device)
+        self.callbacks = list(callbacks or []) if self.world.is_main else []
         self.output_dir = Path(cfg.output_dir)
         # Cheap checks first: a bad grader or dataset, or a `report_to` backend that is not
         # installed, fails before a model is loaded.
-        self.callbacks += reporters(cfg)
+        if self.world.is_main:
+            self.callbacks += reporters(cfg)
         self.grader = build_grader(cfg.grader, allow_python=cfg.allow_python_grader)
         self.train_examples, self.val_examples = load_config_data(cfg)
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
@@ -115,6 +130,8 @@ class Trainer:
                              dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
         self.model: Any = model
         self.model.train()
+        # Every rank starts from rank 0's parameters (LoRA's random init included), as DDP.
+        self.world.sync_parameters([p for p in self.model.parameters() if p.requires_grad])
         self.ref_model = None
         if cfg.loss.kl_coef > 0 and not lora:  # with LoRA the reference is the bare base
             self.ref_model, _ = load_model_and_tokenizer(cfg.model, dtype=dtype,
@@ -137,15 +154,32 @@ class Trainer:
                                 or needs_old_pass(cfg.loss))
         if resume_from is not None:
             self._load_state(resume_from)
+        self.engine: Engine = build_engine(cfg, self.model, self.tokenizer, self.device)
+        if resume_from is not None:
+            self.engine.sync()  # the engine loaded the base model; the policy is resumed
+
+    def close(self) -> None:
+        """Release the rollout engine and leave the process group."""
+        self.engine.close()
+        self.world.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> TrainResult:
         """Train from the current step to `cfg.steps`; returns how it ended. Callbacks hear
         `on_train_begin` first and `on_train_end` however it ends ("failed": it raised)."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        # The run's config beside its checkpoints: `python -m paec train <it> --resume auto`.
-        (self.output_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        if self.world.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            # The run's config beside its checkpoints: `python -m paec train <it> --resume
+            # auto`.
+            (self.output_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(),
+                                                                    indent=2))
         for cb in self.callbacks:
             cb.on_train_begin(self.step)
         status = "failed"
@@ -181,22 +215,22 @@ class Trainer:
 
     def train_step(self, step: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """One rollout batch and its update; returns (metrics, per-token traces)."""
-        cfg = self.cfg
+        cfg, world = self.cfg, self.world
         t0 = time.perf_counter()
-        examples = self.cursor.next_batch(cfg.prompts_per_step)
+        examples = world.shard(self.cursor.next_batch(cfg.prompts_per_step))  # this rank's
         prompts = encode_prompts(self.tokenizer, [e.messages for e in examples], self.device)
-        stats = FeatureCollector(cfg.paec.top_p if cfg.use_paec else None,
-                                 top_k=cfg.paec.top_k, chunk_size=cfg.paec.chunk_size)
-        roll = sample(self.model, self.tokenizer, prompts, group_size=cfg.group_size,
-                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                      top_p=cfg.top_p, generator_seed=_step_seed(cfg.seed, step),
-                      on_step=stats)
-        entropy_bt, features_bt = stats.result()  # (B, T), (B, T) fields or None
+        rollout = self.engine.sample(prompts, group_size=cfg.group_size,
+                                     seed=_rank_seed(_step_seed(cfg.seed, step), world.rank),
+                                     stats=True)
         t1 = time.perf_counter()
-        texts = self._decode(roll)
+        texts = self._decode(rollout.batch)
         items = [e.item for e in examples for _ in range(cfg.group_size)]
-        results, metrics = grade_batch(self.grader, texts, items)
+        results = [r for part in world.gather_objects(self.grader.grade_many(texts, items))
+                   for r in part]  # every rank's, in rank order
+        metrics = batch_metrics(self.grader, results)
         rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)  # (B,)
+        rollout = rollout.gather(world, self.tokenizer.pad_token_id)  # the whole batch
+        roll = rollout.batch
         t2 = time.perf_counter()
 
         advantages, flat = group_advantages(rewards, cfg.group_size,
@@ -215,10 +249,10 @@ class Trainer:
         keep = ~flat.repeat_interleave(cfg.group_size)  # (B,)
         traces: list[dict[str, Any]] = []
         if bool(keep.any()):
-            upd, traces = self._update(
-                roll.select(keep), advantages[keep].to(self.device), entropy_bt[keep],
-                None if features_bt is None else features_bt.select(keep))
+            upd, traces = self._update(rollout.select(keep.to(roll.input_ids.device)),
+                                       advantages[keep].to(self.device))
             metrics |= upd
+            self.engine.sync()  # the next rollouts sample the updated policy
         else:
             metrics["train/skipped"] = 1.0  # no group had signal: nothing to learn from
         t3 = time.perf_counter()
@@ -233,40 +267,52 @@ class Trainer:
 
     # ------------------------------------------------------------------ the update
 
-    def _update(self, roll: RolloutBatch, adv: Tensor, entropy_bt: Tensor,
-                features_bt: TokenFeatures | None) -> tuple[dict[str, float],
-                                                            list[dict[str, Any]]]:
-        """The update of one rollout batch, its `adv` (B,), and the statistics the sampler
-        saw at each position: `entropy_bt` (B, T) and, with PAEC, `features_bt` ((B, T)
-        fields). `update_epochs` optimiser steps, each accumulated over the micro-batches."""
-        cfg = self.cfg
+    def _update(self, rollout: Rollout, adv: Tensor) -> tuple[dict[str, float],
+                                                              list[dict[str, Any]]]:
+        """The update of one rollout batch and its `adv` (B,), from the statistics of every
+        sampled position (`rollout.entropy` (B, T) and, with PAEC, `rollout.features`):
+        `update_epochs` optimiser steps, each accumulated over the micro-batches (those
+        this rank owns, gradients then summed over ranks)."""
+        cfg, world = self.cfg, self.world
+        roll = rollout.batch
+        assert rollout.entropy is not None  # the engine sampled with stats
+        out: dict[str, float] = {}
+        weights = None
+        if rollout.engine_logp is not None and rollout.trainer_logp is not None:
+            weights, out = importance_weights(rollout.trainer_logp, rollout.engine_logp,
+                                              roll.completion_mask, cfg.importance_cap)
         # A no-grad pass only where the update needs log-probs other than its own: several
         # epochs (the old policy's) or a KL term (the reference's). Otherwise the old
-        # log-probs are the update pass's own, detached, and ratios are exactly 1, as in TRL.
+        # log-probs are the scoring pass's (vllm) or the update pass's own, detached, and
+        # ratios are exactly 1, as in TRL.
         batch = OptimBatch.build(
-            roll, adv, entropy_bt, features_bt, cfg=cfg, anchor=self.anchor, device=self.device,
-            seed=_step_seed(cfg.seed, self.step + 1),
-            old_pass=self._old_log_probs if self._needs_old_pass else None)
-        alpha = self._control_alpha(roll, entropy_bt)
+            roll, adv, rollout.entropy, rollout.features, cfg=cfg, anchor=self.anchor,
+            device=self.device, seed=_step_seed(cfg.seed, self.step + 1),
+            old_pass=self._old_log_probs if self._needs_old_pass else None,
+            old_logp=rollout.trainer_logp, is_weights=weights, world=world)
+        alpha = self._control_alpha(roll, rollout.entropy)
         sums: dict[str, float] = {}
         grad_norm = 0.0
+        params = [p for p in self.model.parameters() if p.requires_grad]
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for mb in batch.micro:
+            for i, mb in enumerate(batch.micro):
+                if not world.owns(i):
+                    continue
                 loss, metrics = self._objective(batch, mb, alpha)  # ()
                 loss.backward()  # type: ignore[no-untyped-call]
                 accumulate(sums, metrics, mb.share, cfg.update_epochs)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                             cfg.max_grad_norm))
+            world.sum_gradients(params)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             self.optimizer.step()
             self.scheduler.step()
-        out = batch.feature_metrics() | sums
+        out |= batch.feature_metrics() | world.sum_floats(sums)
         if alpha is not None:
             out |= self.controller.metrics()
         out["train/grad_norm"] = grad_norm
         if batch.paec is not None and batch.paec.masked_entropy is not None:
             self.anchor.observe(batch.paec.masked_entropy)  # once per training step
-        return out, self._traces(batch)
+        return out, self._traces(batch) if world.is_main else []
 
     def _objective(self, batch: OptimBatch, mb: MicroBatch,
                    alpha: float | None = None) -> tuple[Tensor, Metrics]:
@@ -292,7 +338,8 @@ class Trainer:
             generator=batch.generator, entropy_threshold=batch.entropy_threshold,
             total_tokens=batch.total_tokens, total_seqs=batch.total_seqs, max_len=batch.max_len,
             extra=baseline_inputs(cfg.loss, batch, mb, logits, entropy=scores.entropy,
-                                  temperature=cfg.temperature, alpha=alpha))
+                                  temperature=cfg.temperature, alpha=alpha),
+            is_weights=None if batch.is_weights is None else batch.is_weights[mb.rows])
         if batch.paec is not None:
             term, paec_metrics = batch.paec.loss(scores.top_p_entropy, mb.tokens)  # ()
             loss = loss + term  # ()
@@ -382,23 +429,28 @@ class Trainer:
     def evaluate(self, examples: list[Example] | None = None, *,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
         """avg@k, pass@k and maj@k on the validation set (or `examples`); `progress(done,
-        total)` is called with the problems done after each batch of them."""
-        cfg = self.cfg
+        total)` is called with the problems done after each batch of them (on rank 0, which
+        counts its own batches times the number of ranks)."""
+        cfg, world = self.cfg, self.world
         examples = self.val_examples if examples is None else examples
-        groups = []
         per_call = max(1, cfg.micro_batch_size // cfg.eval_k)
-        for start in range(0, len(examples), per_call):
+        starts = range(0, len(examples), per_call)
+        mine: dict[int, list[tuple[list[str], str]]] = {}
+        for i, start in enumerate(starts):
+            if not world.owns(i):
+                continue
             chunk = examples[start:start + per_call]
             prompts = encode_prompts(self.tokenizer, [e.messages for e in chunk], self.device)
-            roll = sample(self.model, self.tokenizer, prompts, group_size=cfg.eval_k,
-                          max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                          top_p=cfg.top_p, generator_seed=_step_seed(cfg.seed + 7, start))
+            roll = self.engine.sample(prompts, group_size=cfg.eval_k,
+                                      seed=_step_seed(cfg.seed + 7, start), stats=False).batch
             texts = self._decode(roll)
-            for i, ex in enumerate(chunk):
-                groups.append((texts[i * cfg.eval_k:(i + 1) * cfg.eval_k],
-                               str(ex.item["answer"])))
+            mine[start] = [(texts[j * cfg.eval_k:(j + 1) * cfg.eval_k], str(ex.item["answer"]))
+                           for j, ex in enumerate(chunk)]
             if progress is not None:
-                progress(len(groups), len(examples))
+                progress(min(len(examples), (len(mine) * world.size) * per_call),
+                         len(examples))
+        everyone = {k: v for part in world.gather_objects(mine) for k, v in part.items()}
+        groups = [g for start in starts for g in everyone[start]]
         metrics = evaluate_groups(groups, cfg.eval_k)
         for cb in self.callbacks:
             cb.on_eval(self.step, metrics)
@@ -418,8 +470,11 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
-        path = save_checkpoint(self.output_dir, self.step, model=self.model,
-                               tokenizer=self.tokenizer, state=state, metrics=metrics)
+        path = checkpoint_dir(self.output_dir, self.step)
+        if self.world.is_main:  # the ranks' states are identical: one writes it
+            path = save_checkpoint(self.output_dir, self.step, model=self.model,
+                                   tokenizer=self.tokenizer, state=state, metrics=metrics)
+        self.world.barrier()  # written before any rank moves on (or stops)
         self.last_checkpoint = path
         for cb in self.callbacks:
             cb.on_checkpoint(self.step, path, read_sidecar(path))
@@ -440,11 +495,13 @@ class Trainer:
         self.last_checkpoint = path
 
     def _stop_request(self) -> StopRequest | None:
+        """The first callback's stop request (rank 0 asks; every rank gets its answer)."""
+        request = None
         for cb in self.callbacks:
             request = cb.should_stop()
             if request is not None:
-                return request
-        return None
+                break
+        return self.world.broadcast(request)
 
     def _stop(self, request: StopRequest, history: list[dict[str, float]]) -> TrainResult:
         if request is StopRequest.PAUSE:
@@ -461,6 +518,12 @@ class Trainer:
 def _step_seed(seed: int, step: int) -> int:
     """A per-step seed: a step samples the same whatever ran before it (exact resume)."""
     return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank `rank`'s sampling seed of a step: rank 0 keeps the step's seed (one process runs
+    as before), the others draw their own streams."""
+    return (seed + rank * 104_729) % (2**31 - 1)
 
 
 def accumulate(sums: dict[str, float], metrics: Metrics, share: float, epochs: int) -> None:

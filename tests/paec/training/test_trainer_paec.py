@@ -25,6 +25,7 @@ from paec.config.calibration import PAECConfig
 from paec.config.loss import PolicyLossConfig
 from paec.config.training import TrainConfig
 from paec.modeling.loader import tiny_model
+from paec.training.engines import Rollout
 from paec.training.rollout import RolloutBatch, completion_logits, encode_prompts, sample
 from paec.training.trainer import Trainer
 
@@ -173,7 +174,7 @@ def test_a_paec_update_raises_top_p_entropy_at_the_masked_positions(
     h_bars = [start.masked_entropy]
     for _ in range(5):
         entropy, feats = current_features(trainer, roll)
-        metrics, _ = trainer._update(roll, adv, entropy, feats)
+        metrics, _ = trainer._update(Rollout(roll, entropy, feats), adv)
         assert metrics["loss/policy"] == 0.0 and metrics["loss/paec"] > 0
         h_bars.append(PAECBatch.build(current_features(trainer, roll)[1].select(mask),
                                       trainer.anchor, trainer.cfg.paec).masked_entropy or 0.0)
