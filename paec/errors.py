@@ -110,3 +110,11 @@ class ModelNotFoundError(PAECError, LookupError):
     """A model name or folder that names nothing we can load."""
 
     code = "model_not_found"
+
+
+class EngineError(PAECError, RuntimeError):
+    """A rollout engine (`paec.engines`) could not start or stopped answering: its
+    interpreter is missing, its process died or timed out. The message names what failed and
+    ends with the tail of the engine's log."""
+
+    code = "engine_unavailable"

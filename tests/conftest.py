@@ -32,6 +32,18 @@ from tests.service import REDIS_TEST_URL, ThreadedServer, fresh_postgres, migrat
 SMOLLM2 = "builtin:smollm2-135m-instruct"
 
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `vllm` need the vLLM virtualenv (`make vllm-venv`): they run only when
+    PAEC_VLLM=1 asks for them (README, "vLLM rollouts"), and are skipped with that reason
+    otherwise."""
+    if os.environ.get("PAEC_VLLM") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs the vLLM environment (make vllm-venv): set PAEC_VLLM=1")
+    for item in items:
+        if "vllm" in item.keywords:
+            item.add_marker(skip)
+
 @pytest.fixture(scope="session")
 def smollm2_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache dir holding the converted built-in; the one real conversion of the session."""

@@ -220,7 +220,8 @@ class TrainConfig:
     """vllm on CUDA: the share of the GPU's memory vLLM may take (weights and KV cache); the
     rest is the trainer's. Ours."""
     vllm_kv_cache_gib: float = 1.0
-    """vllm on the CPU: GiB of KV cache vLLM may allocate (VLLM_CPU_KVCACHE_SPACE). Ours."""
+    """vllm on the CPU: GiB of KV cache vLLM may allocate (fractions allowed); unused on CUDA,
+    where vllm_gpu_memory_utilization sizes it. Ours."""
     vllm_max_model_len: int = 4096
     """vllm: the longest sequence (prompt + completion) the engine accepts; a prompt that
     leaves no room for max_new_tokens fails the step. Ours."""
@@ -241,20 +242,7 @@ class TrainConfig:
     'paec[tensorboard]'`, `'paec[wandb]'`), checked when the Trainer is built. Ours."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "report_to", parse_report_to(self.report_to))
-        object.__setattr__(self, "lr_schedule",
-                           parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
-        object.__setattr__(self, "rollout_engine", parse_enum(
-            RolloutEngine, self.rollout_engine, "TrainConfig.rollout_engine"))
-        for name, source in (("data_format", "train_data"),
-                             ("validation_data_format", "validation_data")):
-            value, data = getattr(self, name), getattr(self, source)
-            if value is None:
-                continue
-            object.__setattr__(self, name, parse_enum(DataFormat, value, f"TrainConfig.{name}"))
-            require(isinstance(data, str) and not data.startswith("builtin:"),
-                    f"TrainConfig.{name}", f"must be null unless {source} is a JSONL file "
-                    f"({source} is {data!r})", value)
+        self._normalise()
         # Every integer is bounded above and every float finite (1e9 completions
         # per prompt, 2^31 steps and a learning rate of 1e302 were accepted). The bounds are
         # far past any run this trainer can do; an operator's tighter limits for the service
@@ -307,6 +295,24 @@ class TrainConfig:
         require(len(betas) == 2 and all(isinstance(b, int | float) and 0 <= b < 1
                                         for b in betas),
                 "TrainConfig.adam_betas", "must be two numbers in [0, 1)", betas)
+
+    def _normalise(self) -> None:
+        """The fields stored normalised: `report_to`'s spellings, and the enums from their
+        strings (each checked, naming the field)."""
+        object.__setattr__(self, "report_to", parse_report_to(self.report_to))
+        object.__setattr__(self, "lr_schedule",
+                           parse_enum(LRSchedule, self.lr_schedule, "TrainConfig.lr_schedule"))
+        object.__setattr__(self, "rollout_engine", parse_enum(
+            RolloutEngine, self.rollout_engine, "TrainConfig.rollout_engine"))
+        for name, source in (("data_format", "train_data"),
+                             ("validation_data_format", "validation_data")):
+            value, data = getattr(self, name), getattr(self, source)
+            if value is None:
+                continue
+            object.__setattr__(self, name, parse_enum(DataFormat, value, f"TrainConfig.{name}"))
+            require(isinstance(data, str) and not data.startswith("builtin:"),
+                    f"TrainConfig.{name}", f"must be null unless {source} is a JSONL file "
+                    f"({source} is {data!r})", value)
 
     def warnings(self) -> list[str]:
         """What is valid but almost surely not what was meant, one sentence each (the trainer

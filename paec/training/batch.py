@@ -19,7 +19,7 @@ r0:r1 own the flat slice offsets[r0]:offsets[r1].
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -187,3 +187,14 @@ def _high_prob_normalisers(cfg: TrainConfig, old_logp: Tensor | None,
         return {}
     tokens, seqs = high_prob_counts(old_logp, mask, cfg.loss.entropic_high_prob)
     return {"high_prob_tokens": tokens, "high_prob_seqs": seqs}
+
+
+def accumulate(sums: dict[str, float], metrics: Mapping[str, Tensor | float], share: float,
+               epochs: int) -> None:
+    """Add one micro-batch's metrics to the update's `sums`. Loss terms carry whole-batch
+    normalisers, so their micro-batch values add up; the other metrics are means over the
+    micro-batch's tokens, weighted by its `share` of the batch's. Both are averaged over
+    the `epochs`."""
+    for k, v in metrics.items():
+        w = 1.0 if k.startswith("loss/") else share
+        sums[k] = sums.get(k, 0.0) + w * float(v) / epochs

@@ -164,6 +164,16 @@ class World:
             dist.destroy_process_group()
 
 
+def join(device: torch.device) -> tuple[torch.device, World]:
+    """This process's device and world: under torchrun on CUDA without a device index, GPU
+    LOCAL_RANK (one per rank), made the current one."""
+    world = World.from_env(device)
+    if device.type == "cuda" and world.distributed and ":" not in str(device):
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    return device, world
+
+
 def torchrun_command(nproc: int, target: list[str]) -> list[str]:
     """The command that runs `python <target...>` (e.g. ["-m", "paec", "train", "cfg.json"])
     as `nproc` processes on this machine under torchrun, with a free rendezvous port."""

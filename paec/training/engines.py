@@ -16,6 +16,7 @@ each token is weighted by min(pi_trainer(y) / pi_engine(y), C), detached, as ver
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -135,7 +136,8 @@ class VLLMEngine:
         self.client = Client(str(resolve_model(cfg.model)), dtype=cfg.dtype, seed=cfg.seed,
                              max_model_len=cfg.vllm_max_model_len,
                              kv_cache_gib=cfg.vllm_kv_cache_gib,
-                             gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+                             gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                             cuda_device=physical_gpu(device))
 
     def sample(self, prompts: dict[str, Tensor], *, group_size: int, seed: int,
                stats: bool) -> Rollout:
@@ -175,6 +177,19 @@ def build_engine(cfg: TrainConfig, model: Any, tokenizer: Any, device: torch.dev
     if cfg.rollout_engine is RolloutEngine.VLLM:
         return VLLMEngine(model, tokenizer, cfg, device)
     return NativeEngine(model, tokenizer, cfg)
+
+
+def physical_gpu(device: torch.device) -> str | None:
+    """The CUDA_VISIBLE_DEVICES entry of `device` (cuda:i is the i-th visible GPU), so that
+    the engine shares the trainer's GPU instead of every rank's engine taking GPU 0; None on
+    the CPU."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not visible:
+        return str(index)
+    return visible.split(",")[index].strip()
 
 
 @torch.no_grad()

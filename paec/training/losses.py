@@ -301,6 +301,16 @@ def _high_entropy_tokens(entropy: Tensor | None, threshold: Tensor | float | Non
     return (entropy.detach() >= threshold) & valid  # (B, T)
 
 
+def _kl_term(logp: Tensor, ref_logp: Tensor | None, valid: Tensor,
+             agg: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    """agg(k3_t) against the reference's log-probs (B, T), and k3's token mean (detached)."""
+    if ref_logp is None:
+        raise ValueError("kl_coef > 0: pass `ref_logp`")
+    # Padding may hold garbage (even -inf): give k3 zeros there (KL 0, no gradient, no NaN).
+    kl = kl_k3(torch.where(valid, logp, 0.0), torch.where(valid, ref_logp, 0.0))  # (B, T)
+    return agg(kl), masked_mean(kl, valid)
+
+
 def policy_loss(
     logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, cfg: PolicyLossConfig, *,
     entropy: Tensor | None = None, ref_logp: Tensor | None = None, max_len: int | None = None,
@@ -321,9 +331,8 @@ def policy_loss(
     `quantile_threshold`, so that micro-batches share it. There is no per-call fallback: a
     quantile of each micro-batch's own tokens silently changes which tokens train (TRL #3833).
     ERC, EntroPIC and AEnt take their other inputs from `extra`; EntroPIC and AEnt add a
-    term (`baseline_term`). `is_weights` (B, T), detached: truncated importance weights of an
-    engine that sampled from slightly other probabilities (`paec.training.engines`); they
-    multiply l_t, as verl and TRL weight the policy term only.
+    term (`baseline_term`). `is_weights` (B, T): an engine's detached truncated importance
+    weights (`paec.training.engines`); they multiply l_t, the policy term only (verl, TRL).
     """
     valid = valid_mask(mask, logp)  # (B, T)
     per_token, metrics = policy_token_loss(cfg.loss_type, logp, old_logp, advantages, mask, cfg,
@@ -346,13 +355,9 @@ def policy_loss(
     total = pg + total  # ()
     metrics |= term_metrics
     if cfg.kl_coef > 0:
-        if ref_logp is None:
-            raise ValueError("kl_coef > 0: pass `ref_logp`")
-        # Padding may hold garbage (even -inf): give k3 zeros there (KL 0, no gradient, no NaN).
-        kl = kl_k3(torch.where(valid, logp, 0.0), torch.where(valid, ref_logp, 0.0))  # (B, T)
-        kl_term = cfg.kl_coef * agg(kl)  # ()
+        kl_term, metrics["policy/kl"] = _kl_term(logp, ref_logp, valid, agg)  # (), ()
+        kl_term = cfg.kl_coef * kl_term  # ()
         total = total + kl_term  # ()
-        metrics["policy/kl"] = masked_mean(kl, valid)
         metrics["loss/kl"] = kl_term.detach()
     if entropy is not None:
         metrics["policy/entropy"] = masked_mean(entropy, valid)

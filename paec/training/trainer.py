@@ -30,7 +30,6 @@ metrics and asks the loop to stop (cancel, or pause with a checkpoint) between s
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ from paec.formats import load_config_data
 from paec.grading.evaluation import evaluate_groups
 from paec.grading.graders import batch_metrics, build_grader
 from paec.modeling.loader import load_model_and_tokenizer
-from paec.modeling.lora import add_lora, load_lora
 from paec.training.advantages import group_advantages
 from paec.training.baseline_inputs import (
     baseline_inputs,
@@ -57,21 +55,23 @@ from paec.training.baseline_inputs import (
     needs_update_entropy,
     per_position,
 )
-from paec.training.batch import MicroBatch, OptimBatch
-from paec.training.callbacks import Callback, StopRequest, json_safe
+from paec.training.batch import MicroBatch, OptimBatch, accumulate
+from paec.training.callbacks import Callback, StopRequest
 from paec.training.checkpoint import (
     checkpoint_dir,
     load_training_state,
     read_sidecar,
     save_checkpoint,
 )
-from paec.training.distributed import World
+from paec.training.distributed import join
 from paec.training.engines import Engine, Rollout, build_engine, importance_weights
 from paec.training.entropy_control import EntropyController
 from paec.training.losses import Metrics, aggregate, policy_loss
+from paec.training.policy import load_policy, model_dtype
 from paec.training.reporting import reporters
 from paec.training.rollout import RolloutBatch, completion_logits, encode_prompts
 from paec.training.schedule import lr_lambda
+from paec.training.traces import token_traces
 
 
 @dataclass
@@ -99,11 +99,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, callbacks: list[Callback] | None = None,
                  resume_from: Path | None = None) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.world = World.from_env(self.device)
-        if self.device.type == "cuda" and self.world.distributed and ":" not in str(self.device):
-            self.device = torch.device("cuda", self.world.local_rank)  # one GPU per rank
-            torch.cuda.set_device(self.device)
+        self.device, self.world = join(resolve_device(cfg.device))
         self.callbacks = list(callbacks or []) if self.world.is_main else []
         self.output_dir = Path(cfg.output_dir)
         # Cheap checks first: a bad grader or dataset, or a `report_to` backend that is not
@@ -112,29 +108,13 @@ class Trainer:
             self.callbacks += reporters(cfg)
         self.grader = build_grader(cfg.grader, allow_python=cfg.allow_python_grader)
         self.train_examples, self.val_examples = load_config_data(cfg)
-        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        lora = cfg.lora_rank > 0
-        # A full checkpoint is the model itself; a LoRA one is an adapter on the base model.
-        source = (str(resume_from) if resume_from is not None and not lora else cfg.model)
-        torch.manual_seed(cfg.seed)
-        model, self.tokenizer = load_model_and_tokenizer(source, dtype=dtype, device=self.device)
-        if cfg.gradient_checkpointing:
-            # transformers 5 renamed it (the old name warns); 4.x only has the old one.
-            enable = (getattr(model, "activation_checkpointing_enable", None)
-                      or model.gradient_checkpointing_enable)
-            enable()
-        if lora and resume_from is not None:
-            model = load_lora(model, resume_from)
-        elif lora:
-            model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha,
-                             dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
-        self.model: Any = model
-        self.model.train()
+        self.model: Any
+        self.model, self.tokenizer = load_policy(cfg, self.device, resume_from)
         # Every rank starts from rank 0's parameters (LoRA's random init included), as DDP.
         self.world.sync_parameters([p for p in self.model.parameters() if p.requires_grad])
         self.ref_model = None
-        if cfg.loss.kl_coef > 0 and not lora:  # with LoRA the reference is the bare base
-            self.ref_model, _ = load_model_and_tokenizer(cfg.model, dtype=dtype,
+        if cfg.loss.kl_coef > 0 and cfg.lora_rank == 0:  # LoRA's reference: the bare base
+            self.ref_model, _ = load_model_and_tokenizer(cfg.model, dtype=model_dtype(cfg),
                                                          device=self.device)
             self.ref_model.requires_grad_(False)
         self.cursor = DataCursor(self.train_examples, seed=cfg.seed)
@@ -312,7 +292,9 @@ class Trainer:
         out["train/grad_norm"] = grad_norm
         if batch.paec is not None and batch.paec.masked_entropy is not None:
             self.anchor.observe(batch.paec.masked_entropy)  # once per training step
-        return out, self._traces(batch) if world.is_main else []
+        traces = (token_traces(batch, self.tokenizer, cfg.trace_samples)
+                  if world.is_main else [])
+        return out, traces
 
     def _objective(self, batch: OptimBatch, mb: MicroBatch,
                    alpha: float | None = None) -> tuple[Tensor, Metrics]:
@@ -397,32 +379,6 @@ class Trainer:
         ent = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
         ent[mask] = values
         return ent
-
-    def _traces(self, batch: OptimBatch) -> list[dict[str, Any]]:
-        """Per-token records of the first `trace_samples` completions of the batch, in the
-        format of docs/cli.md ("Token traces"): one list per feature, as long as `tokens`;
-        a value that is not defined (PAEC off) or not finite (a one-token distribution's
-        top-two gap) is None, so that every record is valid JSON."""
-        roll, out = batch.roll, []
-        for row in range(min(self.cfg.trace_samples, batch.ids.shape[0])):
-            idx = slice(batch.offsets[row], batch.offsets[row + 1])
-            n = idx.stop - idx.start
-            nan = torch.full((n,), math.nan)  # (n,)
-            feats = None if batch.features is None else batch.features.select(idx)  # (n,)
-            prompt = roll.input_ids[row, :roll.prompt_len][  # (L,) without the left padding
-                roll.attention_mask[row, :roll.prompt_len].bool()]
-            out.append(json_safe({
-                "prompt": self.tokenizer.decode(prompt.tolist()),
-                "advantage": float(batch.advantages[row]),
-                "tokens": [self.tokenizer.decode([t])
-                           for t in batch.ids[row][batch.mask[row]].tolist()],
-                "entropy": batch.entropies[idx].tolist(),
-                "top_p_entropy": (nan if feats is None else feats.top_p_entropy).tolist(),
-                "nucleus_size": [None] * n if feats is None else feats.nucleus_size.tolist(),
-                "top_two_gap": (nan if feats is None else feats.top2_gap).tolist(),
-                "mask": (nan if batch.paec is None else batch.paec.mask.weights[idx]).tolist(),
-            }))
-        return out
 
     # ------------------------------------------------------------------ evaluation
 
@@ -524,13 +480,3 @@ def _rank_seed(seed: int, rank: int) -> int:
     """Rank `rank`'s sampling seed of a step: rank 0 keeps the step's seed (one process runs
     as before), the others draw their own streams."""
     return (seed + rank * 104_729) % (2**31 - 1)
-
-
-def accumulate(sums: dict[str, float], metrics: Metrics, share: float, epochs: int) -> None:
-    """Add one micro-batch's metrics to the update's `sums`. Loss terms carry whole-batch
-    normalisers, so their micro-batch values add up; the other metrics are means over the
-    micro-batch's tokens, weighted by its `share` of the batch's. Both are averaged over
-    the `epochs`."""
-    for k, v in metrics.items():
-        w = 1.0 if k.startswith("loss/") else share
-        sums[k] = sums.get(k, 0.0) + w * float(v) / epochs
