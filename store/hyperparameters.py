@@ -17,13 +17,15 @@ Every error is an InvalidRequestError whose `param` is the full path of the fiel
 
 Bounds: TrainConfig bounds every integer and keeps every float finite; on top of
 that the operator's `JobLimits` (PAEC_MAX_JOB_STEPS, PAEC_MAX_JOB_COMPLETIONS_PER_STEP,
-PAEC_MAX_JOB_NEW_TOKENS) cap what a job may ask for, and a job past them is a 400 naming the
-field the request sent (`n_epochs` when the steps came from it).
+PAEC_MAX_JOB_NEW_TOKENS, PAEC_MAX_JOB_PROCESSES) cap what a job may ask for, and a job past
+them is a 400 naming the field the request sent (`n_epochs` when the steps came from it).
 
 One extension is not a TrainConfig field: `device` ("any", "gpu" or "cpu"; default "any")
 is the kind of worker the job asks for. It routes the job to a queue (store.queue) and is
 echoed back, but never reaches TrainConfig: the worker's own PAEC_WORKER_DEVICE decides the
-torch device.
+torch device. The kind and TrainConfig's `num_processes` (n devices of one worker host)
+pick the job's queue, `store.queue.training_queue(kind, n)`; `job_processes` reads n back
+from a stored job's `method`.
 """
 
 from __future__ import annotations
@@ -90,12 +92,15 @@ class JobLimits:
     """Largest group_size * prompts_per_step (PAEC_MAX_JOB_COMPLETIONS_PER_STEP)."""
     max_new_tokens: int
     """Largest max_new_tokens (PAEC_MAX_JOB_NEW_TOKENS)."""
+    max_processes: int = 1
+    """Largest num_processes (PAEC_MAX_JOB_PROCESSES; its default, 1, here too)."""
 
     @staticmethod
     def from_settings(settings: Settings) -> JobLimits:
         return JobLimits(max_steps=settings.max_job_steps,
                          max_completions_per_step=settings.max_job_completions_per_step,
-                         max_new_tokens=settings.max_job_new_tokens)
+                         max_new_tokens=settings.max_job_new_tokens,
+                         max_processes=settings.max_job_processes)
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ class Hyperparameters:
     total_steps: int
     device: str = DEVICE_ANY
     """The device kind the job asks for (store.queue.DEVICE_KINDS): where it is routed."""
+    processes: int = 1
+    """TrainConfig.num_processes: the devices (on one worker host) it is routed to."""
     warnings: tuple[str, ...] = ()
     """TrainConfig.warnings(): valid settings that are almost surely a mistake (the job
     records each as a `warn` event)."""
@@ -299,7 +306,9 @@ def _check_limits(trainer: TrainConfig, raw: Mapping[str, Any], limits: JobLimit
              f"completions per step (group_size {trainer.group_size} x prompts_per_step "
              f"{trainer.prompts_per_step})"),
             (trainer.max_new_tokens, limits.max_new_tokens, "PAEC_MAX_JOB_NEW_TOKENS",
-             named("max_new_tokens"), "max_new_tokens")):
+             named("max_new_tokens"), "max_new_tokens"),
+            (trainer.num_processes, limits.max_processes, "PAEC_MAX_JOB_PROCESSES",
+             named("num_processes"), "processes (devices of one worker)")):
         if value > limit:
             raise _error(param, f"the job asks for {value} {what}; this server accepts at "
                          f"most {limit} ({setting})")
@@ -380,7 +389,20 @@ def resolve_hyperparameters(raw: object, *, training_rows: int,
     stored = {k: v for k, v in full.items() if k not in SERVER_KEYS}
     return Hyperparameters(config=stored, echo=echo, summary=summary,
                            total_steps=trainer.steps, device=device,
+                           processes=trainer.num_processes,
                            warnings=tuple(trainer.warnings()))
+
+
+def job_processes(method: object) -> int:
+    """The processes a job asked for, from its stored `method` (the echo of
+    method.reinforcement.hyperparameters.num_processes); 1 for jobs created before the key
+    existed (or anything unreadable: such a job still runs, on one device)."""
+    if not isinstance(method, Mapping):
+        return 1
+    reinforcement = method.get("reinforcement")
+    hyper = reinforcement.get("hyperparameters") if isinstance(reinforcement, Mapping) else None
+    n = hyper.get("num_processes") if isinstance(hyper, Mapping) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
 
 
 def job_defaults() -> dict[str, Any]:

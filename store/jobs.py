@@ -12,8 +12,9 @@ worker runs `Job.config` and fills in the model, data, output and grader from th
 A user's state change is a compare-and-set UPDATE (`... WHERE status = <the status we
 read>`), because the worker changes the same row concurrently (store/runs.py); a lost race
 is re-read and decided again. Nothing here commits, and nothing here enqueues: the route
-commits and then enqueues the job ids it is handed, on the queue of the job's device kind
-(`job_queue`; the kind lives in the job's `method` echo, so the row needs no column for it).
+commits and then enqueues the job ids it is handed, on the queue of the job's device kind and
+number of processes (`job_queue`; both live in the job's `method` echo, so the row needs no
+column for them).
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ from store.errors import (
 from store.events import add_event, event_object, events_before
 from store.files import FINE_TUNE, get_file
 from store.grading import validate_grader_spec
-from store.hyperparameters import DEVICE_KEY, USER_KEYS, JobLimits, resolve_hyperparameters
+from store.hyperparameters import (
+    DEVICE_KEY,
+    USER_KEYS,
+    JobLimits,
+    job_processes,
+    resolve_hyperparameters,
+)
 from store.model_names import resolve_model_name
 from store.models import Event, File, Job
 from store.queue import DEVICE_ANY, DEVICE_KINDS, TRAIN_QUEUE, training_queue
@@ -142,8 +149,9 @@ def device_kind(method: object) -> str:
 
 
 def job_queue(job: Job) -> str:
-    """The training queue the job is sent to (store.queue.training_queue of its kind)."""
-    return training_queue(device_kind(job.method))
+    """The training queue the job is sent to (store.queue.training_queue of its kind and
+    its number of processes)."""
+    return training_queue(device_kind(job.method), job_processes(job.method))
 
 
 def job_queues(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
@@ -153,7 +161,8 @@ def job_queues(session: Session, job_ids: Iterable[str]) -> dict[str, str]:
     if not wanted:
         return {}
     rows = session.execute(select(Job.id, Job.method).where(Job.id.in_(wanted)))
-    return {job_id: training_queue(device_kind(method)) for job_id, method in rows}
+    return {job_id: training_queue(device_kind(method), job_processes(method))
+            for job_id, method in rows}
 
 
 # ---- create ----

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     """Largest group_size x prompts_per_step (completions sampled per step) of a job."""
     max_job_new_tokens: int = Field(default=16_384, ge=1)
     """Largest max_new_tokens (completion length) of a job."""
+    max_job_processes: int = Field(default=1, ge=1)
+    """Largest num_processes (devices, one process each, on one worker host) a job may ask
+    for. Set it to the most devices any of your workers owns (PAEC_WORKER_PROCESSES): a
+    job that no running worker can take waits in its queue. 1 refuses multi-process jobs."""
     max_grader_run_chars: int = Field(default=65_536, ge=1)
     """Largest model_sample, and largest item as JSON, of a grader dry run (characters):
     text_similarity's work grows with the product of the two lengths."""
@@ -65,6 +69,11 @@ class Settings(BaseSettings):
     worker_device: str = "auto"
     """The device a worker trains on: cpu, cuda, cuda:N, or auto (cuda if available). Run one
     worker per GPU (CUDA_VISIBLE_DEVICES), each with concurrency 1."""
+    worker_processes: int = Field(default=1, ge=1)
+    """How many devices this worker owns (its GPUs: CUDA_VISIBLE_DEVICES lists them, and
+    PAEC_WORKER_DEVICE is cuda or auto; or CPU processes): it takes jobs of 1 to this many
+    processes (queues training[.gpu|.cpu].xN) and runs a multi-process one under torchrun,
+    one rank per device, on this host."""
     worker_queues: str | None = None
     """Comma-separated queues a worker started without -Q consumes; None means by its device:
     training,training.gpu,evaluation on CUDA, training,training.cpu,evaluation otherwise."""
@@ -100,6 +109,16 @@ class Settings(BaseSettings):
                              "training,training.gpu,evaluation; leave it unset to pick the "
                              "queues by the worker's device")
         return value
+
+    @model_validator(mode="after")
+    def _devices_of_a_multi_device_worker(self) -> Settings:
+        # Rank r of a multi-process job trains on cuda:r (LOCAL_RANK); a worker pinned to one
+        # GPU (cuda:N) cannot own several.
+        if self.worker_processes > 1 and ":" in self.worker_device:
+            raise ValueError(f"worker_device {self.worker_device!r} names one device, but "
+                             f"worker_processes is {self.worker_processes}: use cuda (or auto) "
+                             "and list the worker's GPUs in CUDA_VISIBLE_DEVICES")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

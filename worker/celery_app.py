@@ -14,6 +14,9 @@ and the training queues of the device kinds: `training` (jobs that run anywhere)
 PAEC_WORKER_DEVICE) and `evaluation`; PAEC_WORKER_QUEUES overrides that list, and an
 explicit `-Q` overrides both. Run one training worker process per GPU
 (CUDA_VISIBLE_DEVICES=N, concurrency 1, `--pool solo`); a CPU-only worker works the same way.
+A worker that owns n devices (PAEC_WORKER_PROCESSES=n, CUDA_VISIBLE_DEVICES listing n GPUs)
+also consumes the queues of jobs of 2 to n processes (`training.x2`, `training.gpu.x2`, ...)
+and runs such a job under torchrun, one rank per device (worker.ranks).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from store.queue import (
     EVALUATE_TASK,
     TRAIN_QUEUE,
     TRAIN_TASK,
-    training_queue,
+    worker_training_queues,
 )
 from store.settings import Settings
 
@@ -56,11 +59,13 @@ def trains_on_cuda(device: str) -> bool:
 
 def default_queues(settings: Settings) -> list[str]:
     """The queues a worker consumes when started without `-Q`: PAEC_WORKER_QUEUES if set,
-    else `training`, the training queue of the worker's device kind, and `evaluation`."""
+    else the training queues of the jobs that fit on it (`any` jobs and those of its device
+    kind, of 1 to PAEC_WORKER_PROCESSES processes, the most first) and `evaluation`: a
+    one-device CPU worker consumes training, training.cpu, evaluation."""
     if settings.worker_queues is not None:
         return [name.strip() for name in settings.worker_queues.split(",")]
     kind = DEVICE_GPU if trains_on_cuda(settings.worker_device) else DEVICE_CPU
-    return [TRAIN_QUEUE, training_queue(kind), EVAL_QUEUE]
+    return [*worker_training_queues(kind, settings.worker_processes), EVAL_QUEUE]
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

@@ -6,7 +6,7 @@
     fail with a structured error.
 
 The Celery task (`worker.tasks`) only passes the job id; everything else comes from the
-database, which is the source of truth.
+database, which is the source of truth. A job of several processes: `worker.ranks`.
 """
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ class Context:
     worker_id: str
     retry: runs.RetryPolicy = field(default_factory=runs.RetryPolicy)
     """When a transient failure is retried (the task re-sends itself after the delay)."""
+
+    def job_dir(self, job_id: str) -> Path:
+        """A job's scratch folder on this worker (data, resume checkpoint, run folder)."""
+        return self.settings.resolved_worker_dir / "jobs" / job_id
 
 
 @dataclass(frozen=True)
@@ -325,13 +329,17 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def run_job(ctx: Context, job_id: str) -> Outcome:
-    """Run (or resume) a job to its end; returns what happened, for the task."""
+Launcher = Callable[[Context, Job, TrainConfig, Path | None, Heartbeat], Outcome]
+
+
+def run_job(ctx: Context, job_id: str, *, launch: Launcher | None = None) -> Outcome:
+    """Run (or resume) a job to its end; returns what happened, for the task. A job of several
+    processes runs under `launch` (worker.ranks.launch), else here as one process."""
     with transaction(ctx.sessions) as session:
         job = runs.claim_job(session, job_id, ctx.worker_id)
     if job is None:
         return Outcome("not claimed (not queued, or another worker holds it)")
-    workdir = ctx.settings.resolved_worker_dir / "jobs" / job.id
+    workdir = ctx.job_dir(job.id)
     callback = DatabaseCallback(ctx, job)
     try:
         # The heartbeat covers everything after the claim: fetching data and checkpoints and
@@ -342,6 +350,8 @@ def run_job(ctx: Context, job_id: str) -> Outcome:
         callback.on_progress = heartbeat.progress
         with heartbeat:
             cfg, resume = prepare(ctx, job, workdir)
+            if cfg.num_processes > 1 and launch is not None:
+                return launch(ctx, job, cfg, resume, heartbeat)
             return Outcome(train(ctx, job, cfg, resume, callback))
     except BaseException as exc:
         log.warning("job %s stopped by %s", job.id, type(exc).__name__, exc_info=True)
@@ -415,13 +425,13 @@ def prepare(ctx: Context, job: Job, workdir: Path) -> tuple[TrainConfig, Path | 
 
 def train(ctx: Context, job: Job, cfg: TrainConfig, resume: Path | None,
           callback: DatabaseCallback) -> str:
-    """Run the trainer and record how it ended."""
+    """Run the trainer and record how it ended (on a job of several processes: rank 0)."""
     if resume is not None:
         with transaction(ctx.sessions) as session:
             add_event(session, job.id, "Resuming from the checkpoint of step "
                       f"{resume.name.removeprefix('step-').lstrip('0') or '0'}")
-    trainer = Trainer(cfg, callbacks=[callback], resume_from=resume)
-    result = trainer.train()
+    with Trainer(cfg, callbacks=[callback], resume_from=resume) as trainer:
+        result = trainer.train()
     if callback.lost:  # another worker holds the job now and writes its story
         return "lost (the job was given to another worker)"
     if result.status == "completed" and finish(ctx, job):

@@ -16,6 +16,7 @@ from store.queue import EVALUATE_TASK, TRAIN_TASK
 from worker import evaluation, sweeper
 from worker.celery_app import app
 from worker.process import context
+from worker.ranks import launch
 from worker.runner import run_job
 
 log = logging.getLogger("paec.worker")
@@ -24,9 +25,10 @@ log = logging.getLogger("paec.worker")
 @app.task(name=TRAIN_TASK, bind=True, acks_late=True,  # type: ignore[untyped-decorator]
           reject_on_worker_lost=True)
 def train_job(self: Any, job_id: str) -> str:
-    """Run or resume the training job `job_id`; after a transient failure the job is queued
-    again in the database and this task re-sends itself after the retry policy's delay."""
-    outcome = run_job(context(), job_id)
+    """Run or resume the training job `job_id` (one of several processes under torchrun:
+    worker.ranks); after a transient failure the job is queued again in the database and
+    this task re-sends itself after the retry policy's delay."""
+    outcome = run_job(context(), job_id, launch=launch)
     log.info("job %s: %s", job_id, outcome.status)
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in, max_retries=None)
