@@ -31,6 +31,7 @@ from paec.config.training import TrainConfig
 from paec.errors import (
     ConfigError,
     DatasetError,
+    EngineError,
     GraderError,
     ModelNotFoundError,
     PAECError,
@@ -60,17 +61,6 @@ from store.storage import LocalStorage
 from store.traces import record_traces
 
 log = logging.getLogger("paec.worker")
-
-
-STEP_LOG = (("reward", "reward/mean"), ("entropy", "entropy"), ("masked", "entropy/masked"),
-            ("floor", "paec/floor"), ("s", "time/step"))
-"""The metrics of a step's log line, short name first: enough to see a job train."""
-
-
-def step_summary(metrics: dict[str, float]) -> str:
-    """`reward 0.41 entropy 1.20 masked 0.93 floor 0.88 s 12.3`, with what the step has."""
-    parts = [f"{short} {metrics[name]:.3g}" for short, name in STEP_LOG if name in metrics]
-    return " ".join(parts) or "no metrics"
 
 
 @dataclass
@@ -115,9 +105,10 @@ FAILURES: tuple[tuple[type[PAECError], str | None], ...] = (
     (GraderError, "method.reinforcement.grader"),
     (SandboxError, "method.reinforcement.grader"),
     (ModelNotFoundError, "model"),
+    (EngineError, "method.reinforcement.hyperparameters.rollout_engine"),
 )
-"""The library's errors of the user's input, with the request field each is about; the code
-is the error class's own (`paec.errors`)."""
+"""The library's errors of the user's input (or of the engine it asked for), with the request
+field each is about; the code is the error class's own (`paec.errors`)."""
 
 
 def classify(exc: BaseException) -> JobFailure | TransientFailure:
@@ -200,8 +191,9 @@ class DatabaseCallback(Callback):
             runs.record_step(session, self.job, self.ctx.worker_id, step, metrics)
             if traces:
                 self._write_traces(session, step, traces)
-        log.info("job %s step %d/%d: %s", self.job.id, step, self.job.total_steps,
-                 step_summary(metrics))
+        log.info("job %s: %s, %.3g s", self.job.id,
+                 runs.step_message(step, self.job.total_steps, metrics),
+                 metrics.get("time/step", 0.0))
         # Samples without an answer (sample_parse_error) are the model's fault, not the
         # grader's: an untrained model may write no number for many steps.
         failing = (metrics.get("grader/error_rate", 0.0) >= 1.0

@@ -86,5 +86,5 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
     assert "PAEC" in out and "succeeded" in out
     # The worker's log shows the steps; the servers are gone.
     worker_log = (folder / "worker.log").read_text()
-    assert re.search(r"step 4/4: reward", worker_log), worker_log[-3000:]
+    assert re.search(r"Step 4/4, reward=", worker_log), worker_log[-3000:]
     assert "Loading weights" not in worker_log and "FutureWarning" not in worker_log

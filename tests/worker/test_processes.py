@@ -121,7 +121,7 @@ def test_a_two_process_job_is_trained_under_torchrun_and_recorded_once(
              what="the task's end", log=two_workers.log)
     log = full_log(two_workers)
     for step in (1, 2, 3, 4):
-        lines = re.findall(rf"/rank 0\] job {job_id} step {step}/4: reward ", log)
+        lines = re.findall(rf"/rank 0\] job {job_id}: Step {step}/4, reward=", log)
         assert len(lines) == 1, log
     assert rank_pids(job_id) == {}  # every rank has exited
 

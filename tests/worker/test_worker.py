@@ -72,7 +72,7 @@ def test_a_job_submitted_over_http_is_trained_by_a_worker(
     # The worker's log shows the job training, one line a step, and no progress bars.
     log = workers.log()
     for step in (1, 4):
-        assert re.search(rf"job {job_id} step {step}/4: reward [-0-9.e]+ entropy ", log), log
+        assert re.search(rf"job {job_id}: Step {step}/4, reward=[-0-9.e]+, entropy=", log), log
     assert "Loading weights" not in log and "it/s]" not in log
     # the result file is the metrics CSV, downloadable like any file
     csv = user.get(f"/v1/files/{job['result_files'][0]}/content").text
