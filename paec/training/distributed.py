@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from paec.errors import ConfigError
+
 T = TypeVar("T")
 
 TIMEOUT_S = 1800.0
@@ -164,9 +166,15 @@ class World:
             dist.destroy_process_group()
 
 
-def join(device: torch.device) -> tuple[torch.device, World]:
-    """This process's device and world: under torchrun on CUDA without a device index, GPU
-    LOCAL_RANK (one per rank), made the current one."""
+def join(device: torch.device, processes: int) -> tuple[torch.device, World]:
+    """This process's device and world, which must have `processes` ranks (a ConfigError
+    naming num_processes otherwise, before joining anything): under torchrun on CUDA
+    without a device index, GPU LOCAL_RANK (one per rank), made the current one."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size != processes:
+        raise ConfigError(f"TrainConfig.num_processes is {processes}, but {size} processes "
+                          "run (torchrun's WORLD_SIZE); launch as many as it says",
+                          param="num_processes")
     world = World.from_env(device)
     if device.type == "cuda" and world.distributed and ":" not in str(device):
         device = torch.device("cuda", world.local_rank)

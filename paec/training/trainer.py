@@ -99,7 +99,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, callbacks: list[Callback] | None = None,
                  resume_from: Path | None = None) -> None:
         self.cfg = cfg
-        self.device, self.world = join(resolve_device(cfg.device))
+        self.device, self.world = join(resolve_device(cfg.device), cfg.num_processes)
         self.callbacks = list(callbacks or []) if self.world.is_main else []
         self.output_dir = Path(cfg.output_dir)
         # Cheap checks first: a bad grader or dataset, or a `report_to` backend that is not

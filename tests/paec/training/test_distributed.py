@@ -18,7 +18,8 @@ import torch
 
 from paec.config.calibration import PAECConfig
 from paec.config.training import TrainConfig
-from paec.training.distributed import World, torchrun_command
+from paec.errors import ConfigError
+from paec.training.distributed import World, join, torchrun_command
 
 STEP_SCRIPT = Path(__file__).with_name("distributed_step.py")
 FUZZY = {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
@@ -55,6 +56,17 @@ def test_one_process_world_is_a_no_op() -> None:
     assert world.broadcast("x") == "x" and world.gather_objects(3) == [3]
 
 
+def test_a_world_of_another_size_than_num_processes_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun started two; the config asks for one
+    with pytest.raises(ConfigError, match="num_processes is 1, but 2 processes run") as e:
+        join(torch.device("cpu"), 1)
+    assert e.value.param == "num_processes"
+    monkeypatch.delenv("WORLD_SIZE")
+    device, world = join(torch.device("cpu"), 1)
+    assert (device.type, world.size, world.is_main) == ("cpu", 1, True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("epochs", [1, 2])
 def test_two_processes_give_the_one_process_update(tiny_dir: Path, tmp_path: Path,
@@ -63,10 +75,10 @@ def test_two_processes_give_the_one_process_update(tiny_dir: Path, tmp_path: Pat
     after the update equal one process's on the same batch: 8 rows in micro-batches of 3, so
     rank 0 computes two of them and rank 1 one; with 2 epochs the old-policy pass is shared
     out too."""
-    config = write_config(tiny_dir, tmp_path / "run", update_epochs=epochs,
-                          num_processes=2)
-    run([sys.executable, str(STEP_SCRIPT), str(config), str(tmp_path / "one.pt")])
-    run(torchrun_command(2, [str(STEP_SCRIPT), str(config), str(tmp_path / "two.pt")]))
+    one_cfg = write_config(tiny_dir, tmp_path / "one", update_epochs=epochs)
+    two_cfg = write_config(tiny_dir, tmp_path / "two", update_epochs=epochs, num_processes=2)
+    run([sys.executable, str(STEP_SCRIPT), str(one_cfg), str(tmp_path / "one.pt")])
+    run(torchrun_command(2, [str(STEP_SCRIPT), str(two_cfg), str(tmp_path / "two.pt")]))
     one = torch.load(tmp_path / "one.pt", weights_only=False)
     two = torch.load(tmp_path / "two.pt", weights_only=False)
 
