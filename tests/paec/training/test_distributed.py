@@ -20,10 +20,9 @@ from paec.config.calibration import PAECConfig
 from paec.config.training import TrainConfig
 from paec.errors import ConfigError
 from paec.training.distributed import World, join, torchrun_command
+from tests.paec.training.test_trainer import FUZZY
 
 STEP_SCRIPT = Path(__file__).with_name("distributed_step.py")
-FUZZY = {"type": "text_similarity", "name": "close", "input": "{{sample.output_text}}",
-         "reference": "{{item.prompt}}", "evaluation_metric": "fuzzy_match"}
 
 
 def write_config(tiny_dir: Path, out: Path, **kw: Any) -> Path:
