@@ -233,6 +233,11 @@ class TrainConfig:
     "Several processes"). `python -m paec train` launches them itself (torchrun); the
     service routes the job to a worker with that many devices. prompts_per_step must be
     a multiple of it. Ours."""
+    fsdp: bool = False
+    """With num_processes > 1: shard the parameters, gradients and optimiser state over the
+    ranks (PyTorch's FSDP2, `fully_shard` per decoder layer), for models whose training state
+    does not fit one device; False replicates them (DDP-style). The update is the same either
+    way (docs/method.md). Full weights only (not with lora_rank > 0). Ours."""
     report_to: list[str] = field(default_factory=list)
     """Where else every step's and evaluation's metrics go, spelled as in TRL: "tensorboard"
     (event files under `<output_dir>/runs/<time>-<host>/`), "wandb" (a Weights & Biases run
@@ -272,6 +277,8 @@ class TrainConfig:
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
             ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
             ("max_grad_norm", self.max_grad_norm > 0, "must be > 0"),
+            ("fsdp", not self.fsdp or (self.num_processes > 1 and self.lora_rank == 0),
+             "needs num_processes > 1 and full weights (lora_rank 0)"),
             ("prompts_per_step", self.prompts_per_step % self.num_processes == 0,
              f"must be a multiple of num_processes ({self.num_processes}): each process "
              "samples an equal share of the step's prompts"),

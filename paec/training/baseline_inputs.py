@@ -60,3 +60,21 @@ def baseline_inputs(
         return BaselineInputs(clamped_entropy=per_position(
             clamped_entropy(rows, cfg.aent_clamp), mask))  # (b, T)
     return None
+
+
+def loss_entropy(cfg: PolicyLossConfig, batch: OptimBatch, mb: MicroBatch,
+                 with_grad: Tensor | None) -> Tensor | None:
+    """(b, T) full entropy for the policy loss of micro-batch `mb`: `with_grad` (n,) when the
+    global entropy bonus is on, the sampler's detached one otherwise (for the 80/20 mask);
+    None when the loss needs neither."""
+    if cfg.entropy_coef == 0 and cfg.high_entropy_quantile is None:
+        return None
+    if cfg.entropy_coef > 0:
+        assert with_grad is not None  # computed whenever the bonus is on
+        values = with_grad  # (n,)
+    else:
+        values = batch.entropies[mb.tokens]  # (n,) the sampler's, for the 80/20 mask
+    mask = batch.mask[mb.rows]  # (b, T)
+    ent = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
+    ent[mask] = values
+    return ent

@@ -96,14 +96,15 @@ class OptimBatch:
               features_bt: TokenFeatures | None, *, cfg: TrainConfig, anchor: AnchorState,
               device: torch.device, seed: int, old_pass: OldLogProbs | None,
               old_logp: Tensor | None = None, is_weights: Tensor | None = None,
-              world: World | None = None) -> OptimBatch:
+              world: World | None = None, lockstep: bool = False) -> OptimBatch:
         """The batch of `roll`'s rows with their `advantages` (B,), from the statistics the
         sampler saw at each position: `entropy_bt` (B, T) and, with PAEC, `features_bt`
         ((B, T) fields). `old_pass` (None: not needed) fills the old and reference
         log-probs, else `old_logp` (B, T) when a scoring pass already gave them (None: the
         update's own, detached); `is_weights` (B, T): the engine's importance weights;
         `seed` seeds the update's generator. With several processes (`world`) each runs the
-        old pass of the micro-batches it owns and the results are summed."""
+        old pass of the micro-batches it owns and the results are summed; `lockstep`
+        (sharded parameters) makes every rank run as many passes."""
         world = world or World()
         mask = roll.completion_mask.to(device)  # (B, T)
         ids = roll.completion_ids.to(device)  # (B, T)
@@ -114,7 +115,7 @@ class OptimBatch:
         ref_logp, old_entropy = None, None
         if old_pass is not None:
             old_logp, ref_logp, old_entropy = _old_log_probs(roll, mask, micro, old_pass,
-                                                             device, world)
+                                                             device, world, lockstep)
         paec = None if features is None else PAECBatch.build(features, anchor, cfg.paec)
         threshold = None
         if cfg.loss.high_entropy_quantile is not None:
@@ -149,24 +150,28 @@ class OptimBatch:
 
 
 def _old_log_probs(roll: RolloutBatch, mask: Tensor, micro: list[MicroBatch],
-                   old_pass: OldLogProbs, device: torch.device, world: World
-                   ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                   old_pass: OldLogProbs, device: torch.device, world: World,
+                   lockstep: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(B, T) old log-probs and, when `old_pass` gives them, (B, T) reference log-probs and
     (B, T) old entropies, micro-batch by micro-batch, without autograd: each process the
-    micro-batches it owns, zeros elsewhere, then summed over processes."""
+    micro-batches it owns, zeros elsewhere, then summed over processes (`lockstep`: a
+    process that owns fewer repeats a pass whose result it drops)."""
     out: list[Tensor | None] = [None, None, None]
+    mine = [mb for i, mb in enumerate(micro) if world.owns(i)]
     with torch.no_grad():
-        for i, mb in enumerate(micro):
-            if not world.owns(i):
+        for k in range(world.rounds(len(micro)) if lockstep else len(mine)):
+            if k >= len(mine):
+                old_pass(roll.select(micro[0].rows))  # its collectives only
                 continue
+            mb = mine[k]
             part = old_pass(roll.select(mb.rows))  # (b, T), (b, T) or None[, (b, T) or None]
             assert part[0] is not None  # the old log-probs are always given
-            for k, x in enumerate(part):
+            for j, x in enumerate(part):
                 if x is None:
                     continue
-                if out[k] is None:
-                    out[k] = torch.zeros(mask.shape, dtype=x.dtype, device=device)  # (B, T)
-                out[k][mb.rows] = x  # type: ignore[index]
+                if out[j] is None:
+                    out[j] = torch.zeros(mask.shape, dtype=x.dtype, device=device)  # (B, T)
+                out[j][mb.rows] = x  # type: ignore[index]
     # A process that owned no micro-batch learns from the others which results exist.
     present = world.broadcast([x is not None for x in out]) if world.size > len(micro) \
         else [x is not None for x in out]

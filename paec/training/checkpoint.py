@@ -33,14 +33,16 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
 
 
 def save_checkpoint(output_dir: Path, step: int, *, model: Any, tokenizer: Any,
-                    state: dict[str, Any], metrics: dict[str, float]) -> Path:
-    """Write the checkpoint of `step` atomically and return its folder."""
+                    state: dict[str, Any], metrics: dict[str, float],
+                    weights: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint of `step` atomically and return its folder; `weights`: the
+    model's state dict when the model's own parameters are shards (fsdp)."""
     final = checkpoint_dir(output_dir, step)
     tmp = output_dir / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         torch.save(state, tmp / STATE)
         files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}

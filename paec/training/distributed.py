@@ -45,6 +45,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    comm_device: str = "cpu"  # where the backend's tensors live (NCCL: this rank's GPU)
 
     @property
     def is_main(self) -> bool:
@@ -67,7 +68,7 @@ class World:
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend, rank=rank, world_size=size,
                                     timeout=datetime.timedelta(seconds=TIMEOUT_S))
-        return World(rank, size, local)
+        return World(rank, size, local, f"cuda:{local}" if device.type == "cuda" else "cpu")
 
     # ------------------------------------------------------------------ sharing out
 
@@ -81,6 +82,20 @@ class World:
     def owns(self, index: int) -> bool:
         """Whether this rank computes micro-batch `index`."""
         return index % self.size == self.rank
+
+    def rounds(self, n: int) -> int:
+        """Passes every rank makes over `n` micro-batches shared out by `owns` when all must
+        make as many (sharded parameters: each forward and backward is a collective): the
+        most any rank owns, ceil(n / size); a rank with fewer runs a pass that counts for
+        nothing."""
+        return -(-n // self.size)
+
+    def all_true(self, flag: bool) -> bool:
+        """Whether `flag` holds on every rank (one process: `flag`)."""
+        if not self.distributed:
+            return flag
+        votes = torch.tensor([0.0 if flag else 1.0], device=self.comm_device)
+        return float(self.sum_(votes)) == 0.0
 
     # ------------------------------------------------------------------ collectives
 
@@ -130,7 +145,8 @@ class World:
         if not self.distributed:
             return values
         keys = sorted(set().union(*self.gather_objects(sorted(values))))
-        flat = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64)
+        flat = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64,
+                            device=self.comm_device)
         self.sum_(flat)
         return dict(zip(keys, flat.tolist(), strict=True))
 
@@ -180,6 +196,76 @@ def join(device: torch.device, processes: int) -> tuple[torch.device, World]:
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     return device, world
+
+
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2: every decoder layer (the classes the model names in `_no_split_modules`), then
+    the root, become units whose parameters, gradients and optimiser state are sharded over
+    the ranks. FSDP averages the gradients over ranks; the one-process gradient is their
+    sum (the loss terms carry the whole batch's normalisers), so the trainer scales each
+    rank's loss by the number of ranks (`World.sum_gradients` sums without sharding). A
+    divide factor of 1 would say the same, but its reduction (PREMUL_SUM) is not in gloo."""
+    from torch.distributed.fsdp import fully_shard
+
+    layers = set(getattr(model, "_no_split_modules", None) or ())
+    for module in model.modules():
+        if type(module).__name__ in layers:
+            fully_shard(module)
+    fully_shard(model)
+
+
+def full_value(x: Tensor) -> Tensor:
+    """A sharded tensor (DTensor) gathered whole on every rank (a collective); any other
+    tensor as it is."""
+    gather = getattr(x, "full_tensor", None)
+    return gather() if gather is not None else x
+
+
+def clip_sharded_gradients(params: Sequence[torch.nn.Parameter], max_norm: float,
+                           world: World) -> float:
+    """`torch.nn.utils.clip_grad_norm_` for sharded parameters (DTensor gradients): the
+    global L2 norm from each rank's squared shard sums, added over ranks, then every shard
+    scaled by min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_ scales; returns the norm
+    before clipping."""
+    local = [getattr(p.grad, "to_local", lambda g=p.grad: g)() for p in params
+             if p.grad is not None]
+    squares = torch.zeros((), dtype=torch.float64, device=world.comm_device)
+    for g in local:
+        squares += g.detach().double().pow(2).sum().to(squares.device)
+    norm: float = float(world.sum_(squares)) ** 0.5
+    coef = min(1.0, max_norm / (norm + 1e-6))
+    if coef < 1.0:
+        for g in local:
+            g.detach().mul_(coef)
+    return norm
+
+
+def full_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sharded model's and optimiser's state dicts, whole, on rank 0 (in CPU memory;
+    the other ranks get empty ones); a collective every rank joins. The optimiser's is keyed
+    by parameter names (`load_full_optimizer_state` reads it back into the shards)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options))
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                              state: dict[str, Any]) -> None:
+    """`full_state_dicts`'s optimiser state, read by every rank, into its shards."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True))
 
 
 def torchrun_command(nproc: int, target: list[str]) -> list[str]:

@@ -29,7 +29,7 @@ from paec.calibration.kernels import Workspace
 from paec.calibration.scores import token_scores
 from paec.config.training import RolloutEngine, TrainConfig
 from paec.modeling.loader import resolve_model
-from paec.training.distributed import World
+from paec.training.distributed import World, full_value
 from paec.training.rollout import (
     FeatureCollector,
     RolloutBatch,
@@ -99,10 +99,13 @@ class Engine(Protocol):
 
 
 class NativeEngine:
-    """The trainer's own sampler on the trainer's own model: nothing to sync."""
+    """The trainer's own sampler on the trainer's own model: nothing to sync. With sharded
+    parameters (`fsdp`) every rank decodes until all have finished (`World.all_true`)."""
 
-    def __init__(self, model: Any, tokenizer: Any, cfg: TrainConfig) -> None:
+    def __init__(self, model: Any, tokenizer: Any, cfg: TrainConfig,
+                 world: World | None = None) -> None:
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.all_done = world.all_true if world is not None and cfg.fsdp else None
 
     def sample(self, prompts: dict[str, Tensor], *, group_size: int, seed: int,
                stats: bool) -> Rollout:
@@ -112,7 +115,8 @@ class NativeEngine:
                      if stats else None)
         batch = sample(self.model, self.tokenizer, prompts, group_size=group_size,
                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                       top_p=cfg.top_p, generator_seed=seed, on_step=collector)
+                       top_p=cfg.top_p, generator_seed=seed, on_step=collector,
+                       all_done=self.all_done)
         if collector is None:
             return Rollout(batch, None, None)
         entropy, features = collector.result()  # (B, T), (B, T) fields or None
@@ -172,11 +176,12 @@ class VLLMEngine:
         self.client.close()
 
 
-def build_engine(cfg: TrainConfig, model: Any, tokenizer: Any, device: torch.device) -> Engine:
+def build_engine(cfg: TrainConfig, model: Any, tokenizer: Any, device: torch.device,
+                 world: World | None = None) -> Engine:
     """The engine `cfg.rollout_engine` names."""
     if cfg.rollout_engine is RolloutEngine.VLLM:
         return VLLMEngine(model, tokenizer, cfg, device)
-    return NativeEngine(model, tokenizer, cfg)
+    return NativeEngine(model, tokenizer, cfg, world)
 
 
 def physical_gpu(device: torch.device) -> str | None:
@@ -255,9 +260,9 @@ def engine_weights(model: Any) -> Iterator[tuple[str, Tensor]]:
     """The policy's weights under the base model's Hugging Face names, detached: a full model
     as it is; a LoRA model (peft) merged on the fly, W + (alpha / r) B A for each adapted
     layer, without touching the trained weights (no merge-and-unmerge round trip)."""
-    if not hasattr(model, "peft_config"):
+    if not hasattr(model, "peft_config"):  # sharded (fsdp): gathered whole, on every rank
         for name, p in model.named_parameters():
-            yield name, p.detach()
+            yield name, full_value(p.detach())
         return
     inner = model.get_base_model()  # the transformers model with the adapters inside
     layers = dict(inner.named_modules())

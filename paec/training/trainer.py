@@ -51,6 +51,7 @@ from paec.modeling.loader import load_model_and_tokenizer
 from paec.training.advantages import group_advantages
 from paec.training.baseline_inputs import (
     baseline_inputs,
+    loss_entropy,
     needs_old_pass,
     needs_update_entropy,
     per_position,
@@ -63,7 +64,13 @@ from paec.training.checkpoint import (
     read_sidecar,
     save_checkpoint,
 )
-from paec.training.distributed import join
+from paec.training.distributed import (
+    clip_sharded_gradients,
+    full_state_dicts,
+    join,
+    load_full_optimizer_state,
+    shard_model,
+)
 from paec.training.engines import Engine, Rollout, build_engine, importance_weights
 from paec.training.entropy_control import EntropyController
 from paec.training.losses import Metrics, aggregate, policy_loss
@@ -112,6 +119,8 @@ class Trainer:
         self.model, self.tokenizer = load_policy(cfg, self.device, resume_from)
         # Every rank starts from rank 0's parameters (LoRA's random init included), as DDP.
         self.world.sync_parameters([p for p in self.model.parameters() if p.requires_grad])
+        if cfg.fsdp:
+            shard_model(self.model)  # before the optimiser: it holds the shards
         self.ref_model = None
         if cfg.loss.kl_coef > 0 and cfg.lora_rank == 0:  # LoRA's reference: the bare base
             self.ref_model, _ = load_model_and_tokenizer(cfg.model, dtype=model_dtype(cfg),
@@ -134,7 +143,8 @@ class Trainer:
                                 or needs_old_pass(cfg.loss))
         if resume_from is not None:
             self._load_state(resume_from)
-        self.engine: Engine = build_engine(cfg, self.model, self.tokenizer, self.device)
+        self.engine: Engine = build_engine(cfg, self.model, self.tokenizer, self.device,
+                                           self.world)
         if resume_from is not None:
             self.engine.sync()  # the engine loaded the base model; the policy is resumed
 
@@ -269,21 +279,32 @@ class Trainer:
             roll, adv, rollout.entropy, rollout.features, cfg=cfg, anchor=self.anchor,
             device=self.device, seed=_step_seed(cfg.seed, self.step + 1),
             old_pass=self._old_log_probs if self._needs_old_pass else None,
-            old_logp=rollout.trainer_logp, is_weights=weights, world=world)
+            old_logp=rollout.trainer_logp, is_weights=weights, world=world,
+            lockstep=cfg.fsdp)
         alpha = self._control_alpha(roll, rollout.entropy)
         sums: dict[str, float] = {}
         grad_norm = 0.0
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        # The optimiser's own list: with fsdp, `model.parameters()` can name the root's
+        # unsharded copies, which FSDP leaves registered after a no-grad forward.
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        mine = [mb for i, mb in enumerate(batch.micro) if world.owns(i)]
+        # Sharded parameters make every pass a collective: every rank runs as many.
+        passes = world.rounds(len(batch.micro)) if cfg.fsdp else len(mine)
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for i, mb in enumerate(batch.micro):
-                if not world.owns(i):
-                    continue
+            for k in range(passes):
+                mb = mine[k] if k < len(mine) else batch.micro[0]
                 loss, metrics = self._objective(batch, mb, alpha)  # ()
-                loss.backward()  # type: ignore[no-untyped-call]
-                accumulate(sums, metrics, mb.share, cfg.update_epochs)
-            world.sum_gradients(params)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                if k < len(mine):
+                    accumulate(sums, metrics, mb.share, cfg.update_epochs)
+                # FSDP averages the ranks' gradients: scaled by the ranks, they sum.
+                scale = (world.size if cfg.fsdp else 1) * float(k < len(mine))
+                (loss * scale).backward()  # type: ignore[no-untyped-call]
+            if not cfg.fsdp:  # FSDP reduces the gradients itself (`shard_model`)
+                world.sum_gradients(params)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                grad_norm = clip_sharded_gradients(params, cfg.max_grad_norm, world)
             self.optimizer.step()
             self.scheduler.step()
         out |= batch.feature_metrics() | world.sum_floats(sums)
@@ -315,7 +336,7 @@ class Trainer:
         loss, metrics = policy_loss(  # ()
             logp, logp.detach() if batch.old_logp is None else batch.old_logp[mb.rows],
             batch.advantages[mb.rows], mask, cfg.loss,
-            entropy=self._loss_entropy(batch, mb, scores.entropy),
+            entropy=loss_entropy(cfg.loss, batch, mb, scores.entropy),
             ref_logp=None if batch.ref_logp is None else batch.ref_logp[mb.rows],
             generator=batch.generator, entropy_threshold=batch.entropy_threshold,
             total_tokens=batch.total_tokens, total_seqs=batch.total_seqs, max_len=batch.max_len,
@@ -363,23 +384,6 @@ class Trainer:
         with self.model.disable_adapter():
             return completion_logits(self.model, roll)
 
-    def _loss_entropy(self, batch: OptimBatch, mb: MicroBatch,
-                      with_grad: Tensor | None) -> Tensor | None:
-        """(b, T) full entropy for the policy loss: `with_grad` (n,) when the global entropy
-        bonus is on, the sampler's detached one otherwise (for the 80/20 mask)."""
-        loss_cfg = self.cfg.loss
-        if loss_cfg.entropy_coef == 0 and loss_cfg.high_entropy_quantile is None:
-            return None
-        if loss_cfg.entropy_coef > 0:
-            assert with_grad is not None  # computed whenever the bonus is on
-            values = with_grad  # (n,)
-        else:
-            values = batch.entropies[mb.tokens]  # (n,) the sampler's, for the 80/20 mask
-        mask = batch.mask[mb.rows]  # (b, T)
-        ent = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)  # (b, T)
-        ent[mask] = values
-        return ent
-
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, examples: list[Example] | None = None, *,
@@ -391,14 +395,17 @@ class Trainer:
         examples = self.val_examples if examples is None else examples
         per_call = max(1, cfg.micro_batch_size // cfg.eval_k)
         starts = range(0, len(examples), per_call)
+        owned = [start for i, start in enumerate(starts) if world.owns(i)]
+        passes = world.rounds(len(starts)) if cfg.fsdp else len(owned)
         mine: dict[int, list[tuple[list[str], str]]] = {}
-        for i, start in enumerate(starts):
-            if not world.owns(i):
-                continue
+        for k in range(passes):
+            start = owned[k] if k < len(owned) else starts[0]  # else: collectives only
             chunk = examples[start:start + per_call]
             prompts = encode_prompts(self.tokenizer, [e.messages for e in chunk], self.device)
             roll = self.engine.sample(prompts, group_size=cfg.eval_k,
                                       seed=_step_seed(cfg.seed + 7, start), stats=False).batch
+            if k >= len(owned):
+                continue
             texts = self._decode(roll)
             mine[start] = [(texts[j * cfg.eval_k:(j + 1) * cfg.eval_k], str(ex.item["answer"]))
                            for j, ex in enumerate(chunk)]
@@ -416,9 +423,11 @@ class Trainer:
 
     def save(self, metrics: dict[str, float]) -> Path:
         """A full checkpoint of the current step."""
+        weights, optimizer = (full_state_dicts(self.model, self.optimizer) if self.cfg.fsdp
+                              else (None, self.optimizer.state_dict()))
         state = {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "cursor": self.cursor.state_dict(),
             "anchor": self.anchor.state_dict(),
@@ -429,7 +438,8 @@ class Trainer:
         path = checkpoint_dir(self.output_dir, self.step)
         if self.world.is_main:  # the ranks' states are identical: one writes it
             path = save_checkpoint(self.output_dir, self.step, model=self.model,
-                                   tokenizer=self.tokenizer, state=state, metrics=metrics)
+                                   tokenizer=self.tokenizer, state=state, metrics=metrics,
+                                   weights=weights)
         self.world.barrier()  # written before any rank moves on (or stops)
         self.last_checkpoint = path
         for cb in self.callbacks:
@@ -439,7 +449,10 @@ class Trainer:
     def _load_state(self, path: Path) -> None:
         state = load_training_state(path, self.device)
         self.step = int(state["step"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.cfg.fsdp:
+            load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.cursor.load_state_dict(state["cursor"])
         self.anchor.load_state_dict(state["anchor"])

@@ -16,9 +16,15 @@ import torch
 from paec.calibration.features import TokenFeatures
 from paec.config.training import TrainConfig
 from paec.training.advantages import group_advantages
+from paec.training.distributed import full_value
 from paec.training.engines import Rollout
 from paec.training.rollout import RolloutBatch, encode_prompts
 from paec.training.trainer import Trainer
+
+
+def whole_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter's whole value (gathered from the ranks' shards with fsdp)."""
+    return {k: full_value(v.detach()).clone() for k, v in model.state_dict().items()}
 
 
 def main(config: str, out: str) -> None:
@@ -44,13 +50,13 @@ def main(config: str, out: str) -> None:
         rollout = mine.gather(world, trainer.tokenizer.pad_token_id)
         rewards = (torch.arange(rollout.batch.input_ids.shape[0]) % 3).float()  # (B,)
         advantages, _ = group_advantages(rewards, cfg.group_size, normalize_std=True)
-        before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        before = whole_params(trainer.model)
         metrics, traces = trainer._update(rollout, advantages)
+        after = whole_params(trainer.model)  # every rank gathers (fsdp: shards)
         if world.is_main:
             torch.save({"metrics": metrics,
                         "mask": [t["mask"] for t in traces], "before": before,
-                        "params": {k: v.detach().clone()
-                                   for k, v in trainer.model.state_dict().items()}},
+                        "params": after},
                        Path(out))
 
 
