@@ -139,6 +139,16 @@ def workers(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
         manager.stop_all()
 
 
+@contextlib.contextmanager
+def serve(settings: Settings, key: str) -> Iterator[httpx.Client]:
+    """The API built with `settings` (a test's own), served by uvicorn, and a client that
+    holds the tenant key `key`."""
+    with ThreadedServer(create_app(settings)) as server, httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+            timeout=30) as user:
+        yield user
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str,
              log: Callable[[], str] | None = None) -> Any:
     """Poll `predicate` until it returns something truthy."""

@@ -26,7 +26,7 @@ from api.app import create_app
 from store.models import Event
 from store.settings import Settings
 from tests.service import ThreadedServer, new_tenant_key
-from tests.worker.conftest import Workers, job_row, settings_from, wait_for
+from tests.worker.conftest import Workers, job_row, serve, settings_from, wait_for
 from tests.worker.test_worker import metric_steps, status, submit, upload
 from worker.ranks import root_failure, stop, watch
 from worker.runner import Heartbeat, JobFailure, TransientFailure
@@ -224,9 +224,7 @@ def test_ranks_that_make_no_progress_are_stopped_and_the_job_given_up(
     workers = Workers(env, tmp_path)
     _, key = new_tenant_key(worker_sessions)
     try:
-        with ThreadedServer(create_app(settings)) as server, httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                timeout=30) as user:
+        with serve(settings, key) as user:
             job_id = submit(user, upload(user), grader=SLEEPY_GRADER, steps=2, group_size=3,
                             **TWO)
             workers.start(queues=None)

@@ -9,13 +9,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
-from tests.service import ThreadedServer, free_port, new_tenant_key
-from tests.worker.conftest import Workers, job_row, settings_from, wait_for
+from tests.service import free_port, new_tenant_key
+from tests.worker.conftest import Workers, job_row, serve, settings_from, wait_for
 from tests.worker.test_worker import status, submit, upload
 
 
@@ -67,9 +65,7 @@ def test_redis_restarted_empty_mid_run_loses_nothing(
     workers = Workers(env, tmp_path)
     _, key = new_tenant_key(worker_sessions)
     try:
-        with ThreadedServer(create_app(settings)) as server, httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                timeout=30) as user:
+        with serve(settings, key) as user:
             running = submit(user, upload(user), steps=16, checkpoint_every=0)
             workers.start()
             wait_for(lambda: job_row(worker_sessions, running).step >= 2, timeout=120,

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
 from store.models import Event, Metric
-from tests.service import ThreadedServer, new_tenant_key
-from tests.worker.conftest import Workers, job_row, settings_from, wait_for
+from tests.service import new_tenant_key
+from tests.worker.conftest import Workers, job_row, serve, settings_from, wait_for
 from tests.worker.test_worker import status, submit, upload
 
 SLEEPY_GRADER = {"type": "python", "name": "sleepy",
@@ -33,9 +31,7 @@ def test_a_hung_step_is_given_up_re_queued_then_failed(
     workers = Workers(env, tmp_path)
     _, key = new_tenant_key(worker_sessions)
     try:
-        with ThreadedServer(create_app(settings)) as server, httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                timeout=30) as user:
+        with serve(settings, key) as user:
             job_id = submit(user, upload(user), grader=SLEEPY_GRADER, steps=2)
             workers.start()
             wait_for(lambda: status(user, job_id) in ("succeeded", "failed"), timeout=240,
