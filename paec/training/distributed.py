@@ -221,25 +221,6 @@ def full_value(x: Tensor) -> Tensor:
     return gather() if gather is not None else x
 
 
-def clip_sharded_gradients(params: Sequence[torch.nn.Parameter], max_norm: float,
-                           world: World) -> float:
-    """`torch.nn.utils.clip_grad_norm_` for sharded parameters (DTensor gradients): the
-    global L2 norm from each rank's squared shard sums, added over ranks, then every shard
-    scaled by min(1, max_norm / (norm + 1e-6)), as clip_grad_norm_ scales; returns the norm
-    before clipping."""
-    local = [getattr(p.grad, "to_local", lambda g=p.grad: g)() for p in params
-             if p.grad is not None]
-    squares = torch.zeros((), dtype=torch.float64, device=world.comm_device)
-    for g in local:
-        squares += g.detach().double().pow(2).sum().to(squares.device)
-    norm: float = float(world.sum_(squares)) ** 0.5
-    coef = min(1.0, max_norm / (norm + 1e-6))
-    if coef < 1.0:
-        for g in local:
-            g.detach().mul_(coef)
-    return norm
-
-
 def full_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The sharded model's and optimiser's state dicts, whole, on rank 0 (in CPU memory;

@@ -65,8 +65,8 @@ from paec.training.checkpoint import (
     save_checkpoint,
 )
 from paec.training.distributed import (
-    clip_sharded_gradients,
     full_state_dicts,
+    full_value,
     join,
     load_full_optimizer_state,
     shard_model,
@@ -302,9 +302,9 @@ class Trainer:
                 (loss * scale).backward()  # type: ignore[no-untyped-call]
             if not cfg.fsdp:  # FSDP reduces the gradients itself (`shard_model`)
                 world.sum_gradients(params)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            else:
-                grad_norm = clip_sharded_gradients(params, cfg.max_grad_norm, world)
+            # With fsdp the norm is a sharded tensor (DTensor), summed over the shards.
+            grad_norm = float(full_value(torch.nn.utils.clip_grad_norm_(params,
+                                                                        cfg.max_grad_norm)))
             self.optimizer.step()
             self.scheduler.step()
         out |= batch.feature_metrics() | world.sum_floats(sums)

@@ -86,7 +86,7 @@ def test_two_processes_give_the_one_process_update(tiny_dir: Path, tmp_path: Pat
     assert one["metrics"]["paec/penalty"] > 0  # the PAEC term acted
     assert one["metrics"].keys() == two["metrics"].keys()
     for key, value in one["metrics"].items():
-        if key == "train/grad_norm":  # torch's float32 norm against fsdp's float64 one
+        if key == "train/grad_norm":  # float32 norms of fsdp's shards, summed in another order
             assert two["metrics"][key] == pytest.approx(value, rel=1e-3), key
         elif key.startswith(("loss/", "entropy", "paec/", "policy/")):
             assert two["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
