@@ -155,15 +155,15 @@ def _old_log_probs(roll: RolloutBatch, mask: Tensor, micro: list[MicroBatch],
     """(B, T) old log-probs and, when `old_pass` gives them, (B, T) reference log-probs and
     (B, T) old entropies, micro-batch by micro-batch, without autograd: each process the
     micro-batches it owns, zeros elsewhere, then summed over processes (`lockstep`: a
-    process that owns fewer repeats a pass whose result it drops)."""
+    process that owns fewer makes passes whose results it drops)."""
     out: list[Tensor | None] = [None, None, None]
     mine = [mb for i, mb in enumerate(micro) if world.owns(i)]
+    # Every process makes at least one pass (one that owns nothing drops its result), so
+    # each knows which results the pass gives; with `lockstep` all make as many.
+    passes = world.rounds(len(micro)) if lockstep else max(len(mine), 1)
     with torch.no_grad():
-        for k in range(world.rounds(len(micro)) if lockstep else len(mine)):
-            if k >= len(mine):
-                old_pass(roll.select(micro[0].rows))  # its collectives only
-                continue
-            mb = mine[k]
+        for k in range(passes):
+            mb = mine[k] if k < len(mine) else micro[0]
             part = old_pass(roll.select(mb.rows))  # (b, T), (b, T) or None[, (b, T) or None]
             assert part[0] is not None  # the old log-probs are always given
             for j, x in enumerate(part):
@@ -171,13 +171,9 @@ def _old_log_probs(roll: RolloutBatch, mask: Tensor, micro: list[MicroBatch],
                     continue
                 if out[j] is None:
                     out[j] = torch.zeros(mask.shape, dtype=x.dtype, device=device)  # (B, T)
-                out[j][mb.rows] = x  # type: ignore[index]
-    # A process that owned no micro-batch learns from the others which results exist.
-    present = world.broadcast([x is not None for x in out]) if world.size > len(micro) \
-        else [x is not None for x in out]
-    full = [None if not there else world.sum_(x if x is not None else
-                                               torch.zeros(mask.shape, device=device))
-            for x, there in zip(out, present, strict=True)]
+                if k < len(mine):
+                    out[j][mb.rows] = x  # type: ignore[index]
+    full = [None if x is None else world.sum_(x) for x in out]
     logp = full[0]
     assert logp is not None
     return logp, full[1], full[2]  # (B, T), (B, T) or None, (B, T) or None

@@ -271,14 +271,10 @@ class Trainer:
         if rollout.engine_logp is not None and rollout.trainer_logp is not None:
             weights, out = importance_weights(rollout.trainer_logp, rollout.engine_logp,
                                               roll.completion_mask, cfg.importance_cap)
-        # A no-grad pass only where the update needs log-probs other than its own: several
-        # epochs (the old policy's) or a KL term (the reference's). Otherwise the old
-        # log-probs are the scoring pass's (vllm) or the update pass's own, detached, and
-        # ratios are exactly 1, as in TRL.
         batch = OptimBatch.build(
             roll, adv, rollout.entropy, rollout.features, cfg=cfg, anchor=self.anchor,
             device=self.device, seed=_step_seed(cfg.seed, self.step + 1),
-            old_pass=self._old_log_probs if self._needs_old_pass else None,
+            old_pass=self._old_pass(scored=rollout.trainer_logp is not None),
             old_logp=rollout.trainer_logp, is_weights=weights, world=world,
             lockstep=cfg.fsdp)
         alpha = self._control_alpha(roll, rollout.entropy)
@@ -348,6 +344,15 @@ class Trainer:
             loss = loss + term  # ()
             metrics |= paec_metrics | {"loss/total": loss.detach()}
         return loss, metrics
+
+    def _old_pass(self, *, scored: bool) -> Callable[[RolloutBatch], Any] | None:
+        """The no-grad pass over the pre-update policy where it is needed (`_needs_old_pass`),
+        unless the vllm scoring pass (`scored`) already gave its log-probs and neither a KL
+        term nor ERC asks for more; None: the old log-probs are the update's own, detached
+        (ratios exactly 1, as in TRL)."""
+        loss = self.cfg.loss
+        skip = scored and loss.kl_coef == 0 and not needs_update_entropy(loss)
+        return self._old_log_probs if self._needs_old_pass and not skip else None
 
     def _old_log_probs(self, roll: RolloutBatch) -> tuple[Tensor, Tensor | None,
                                                           Tensor | None]:

@@ -78,6 +78,7 @@ def test_vllm_rollouts_train_and_the_engine_follows_the_weights(
         model=str(wide_dir), train_data="builtin:add", train_size=16, grader=FUZZY,
         output_dir=str(tmp_path / "run"), steps=3, prompts_per_step=2, group_size=4,
         max_new_tokens=8, micro_batch_size=4, learning_rate=5e-2 if lora_rank else 1e-2,
+        update_epochs=2,  # the old policy's log-probs come from the scoring pass
         seed=0, device="cpu", temperature=0.9, lora_rank=lora_rank,
         paec=PAECConfig(anchor_steps=1, floor_ratio=1.0), rollout_engine="vllm",
         vllm_max_model_len=256, vllm_kv_cache_gib=0.25)
