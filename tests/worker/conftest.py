@@ -78,12 +78,19 @@ def api_url(worker_env: dict[str, str]) -> Iterator[str]:
         yield running.url
 
 
+@contextlib.contextmanager
+def tenant_client(url: str, sessions: sessionmaker[Session]) -> Iterator[httpx.Client]:
+    """An HTTP client of a fresh tenant of the API at `url`."""
+    _, key = new_tenant_key(sessions)
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
+        yield client
+
+
 @pytest.fixture
 def user(api_url: str, worker_sessions: sessionmaker[Session]) -> Iterator[httpx.Client]:
     """An HTTP client of a fresh tenant."""
-    _, key = new_tenant_key(worker_sessions)
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
+    with tenant_client(api_url, worker_sessions) as client:
         yield client
 
 

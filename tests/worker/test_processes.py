@@ -26,8 +26,21 @@ from api.app import create_app
 from store.models import Event
 from store.settings import Settings
 from tests.service import ThreadedServer, new_tenant_key
-from tests.worker.conftest import Workers, job_row, serve, settings_from, wait_for
-from tests.worker.test_worker import metric_steps, status, submit, upload
+from tests.worker.conftest import (
+    Workers,
+    job_row,
+    serve,
+    settings_from,
+    tenant_client,
+    wait_for,
+)
+from tests.worker.test_worker import (
+    metric_steps,
+    pause_after_two_steps,
+    status,
+    submit,
+    upload,
+)
 from worker.ranks import root_failure, stop, watch
 from worker.runner import Heartbeat, JobFailure, TransientFailure
 
@@ -48,9 +61,7 @@ def two_api(worker_env: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def two_user(two_api: str, worker_sessions: sessionmaker[Session]) -> Iterator[httpx.Client]:
-    _, key = new_tenant_key(worker_sessions)
-    with httpx.Client(base_url=two_api, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
+    with tenant_client(two_api, worker_sessions) as client:
         yield client
 
 
@@ -160,15 +171,9 @@ def test_pause_stops_every_rank_and_resume_continues_on_two_processes(
         worker_sessions: sessionmaker[Session]) -> None:
     job_id = submit(two_user, upload(two_user), steps=30, checkpoint_every=0, **TWO)
     two_workers.start(queues=None)
-    wait_for(lambda: job_row(worker_sessions, job_id).step >= 2, timeout=150,
-             what="two steps", log=two_workers.log)
-    assert two_user.post(f"/v1/fine_tuning/jobs/{job_id}/pause").json()["status"] == "paused"
-    wait_for(lambda: job_row(worker_sessions, job_id).worker_id is None, timeout=60,
-             what="the pause checkpoint", log=two_workers.log)
-    paused_at = job_row(worker_sessions, job_id).step
+    paused_at = pause_after_two_steps(two_user, worker_sessions, job_id, two_workers,
+                                      timeout=150)
     assert paused_at < 30
-    ckpts = two_user.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
-    assert [c["step_number"] for c in ckpts] == [paused_at]
     wait_for(lambda: rank_pids(job_id) == {}, timeout=30, what="the ranks to exit")
     assert two_user.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"
     wait_for(lambda: status(two_user, job_id) == "succeeded", timeout=150,

@@ -122,18 +122,26 @@ def test_a_killed_worker_s_job_resumes_from_its_checkpoint_on_another(
     assert sum(m.startswith("Step 5/14") for m in messages) == 1
 
 
+def pause_after_two_steps(user: httpx.Client, sessions: sessionmaker[Session], job_id: str,
+                          workers: Workers, *, timeout: float) -> int:
+    """Pause the running job once it has made two steps; returns the step it paused at,
+    after checking that its one checkpoint is of that step."""
+    wait_for(lambda: job_row(sessions, job_id).step >= 2, timeout=timeout,
+             what="two steps", log=workers.log)
+    assert user.post(f"/v1/fine_tuning/jobs/{job_id}/pause").json()["status"] == "paused"
+    wait_for(lambda: job_row(sessions, job_id).worker_id is None, timeout=60,
+             what="the pause checkpoint", log=workers.log)
+    paused_at = job_row(sessions, job_id).step
+    ckpts = user.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
+    assert [c["step_number"] for c in ckpts] == [paused_at]
+    return paused_at
+
+
 def test_pause_then_resume_continues_from_the_pause_checkpoint(
         user: httpx.Client, workers: Workers, worker_sessions: sessionmaker[Session]) -> None:
     job_id = submit(user, upload(user), steps=12, checkpoint_every=0)
     workers.start()
-    wait_for(lambda: job_row(worker_sessions, job_id).step >= 2, timeout=120,
-             what="two steps", log=workers.log)
-    assert user.post(f"/v1/fine_tuning/jobs/{job_id}/pause").json()["status"] == "paused"
-    wait_for(lambda: job_row(worker_sessions, job_id).worker_id is None, timeout=60,
-             what="the pause checkpoint", log=workers.log)
-    paused_at = job_row(worker_sessions, job_id).step
-    ckpts = user.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
-    assert [c["step_number"] for c in ckpts] == [paused_at]
+    pause_after_two_steps(user, worker_sessions, job_id, workers, timeout=120)
     assert user.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"
     wait_for(lambda: status(user, job_id) == "succeeded", timeout=120,
              what="the resumed job", log=workers.log)
